@@ -1,0 +1,289 @@
+//! Command-line parsing and the commands that only read or toggle plugins.
+//! Each command opens a [`Host`] (which rescans), does one thing, and prints
+//! to stdout; warnings go to stderr as `warning: …` lines.
+//!
+//! Decision: `stowage enable|disable NAME` for a name that is neither
+//! configured nor found in the plugin directory still writes the table (so
+//! a plugin can be configured before its library is installed) and warns
+//! that the name is unknown.
+
+mod demo;
+mod watch;
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use stowage::config::{self, EditOutcome};
+use stowage::{Answer, Attempt, Host, HostOptions, PluginStatus, Skipped, Value};
+
+/// stowage: a plugin host for serializers.
+#[derive(Debug, Parser)]
+#[command(name = "stowage", version, about)]
+pub struct Args {
+    /// Config file (default: $STOWAGE_CONFIG, else ./plugins.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every serializer in dispatch order, with state and reason.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a plugin in the config file (edited in place).
+    Enable {
+        /// Plugin name.
+        name: String,
+    },
+    /// Disable a plugin in the config file (edited in place).
+    Disable {
+        /// Plugin name.
+        name: String,
+    },
+    /// Show the dispatch decision for a file or a JSON value.
+    Explain {
+        /// A file, as `stowage put` would see it (`-` for stdin).
+        #[arg(required_unless_present = "json", conflicts_with = "json")]
+        file: Option<PathBuf>,
+        /// A JSON value, as `stowage put --json` would store it.
+        #[arg(long, value_name = "VALUE")]
+        json: Option<String>,
+    },
+    /// Stay up, rescan on changes to the plugin directory or config, and
+    /// print every state transition.
+    Watch {
+        /// Milliseconds between checks for changes.
+        #[arg(long, default_value_t = 250)]
+        interval_ms: u64,
+    },
+    /// Walk through discovery, lifecycle, toggles and dispatch in a fresh
+    /// directory, using the plugin libraries built next to this binary.
+    Demo {
+        /// Where the built plugin libraries are (default: this binary's
+        /// directory).
+        #[arg(long, value_name = "DIR")]
+        libs: Option<PathBuf>,
+        /// Directory to run the demo in (created; default: ./demo-run).
+        #[arg(long, value_name = "DIR", default_value = "demo-run")]
+        dir: PathBuf,
+    },
+}
+
+/// Runs one command.
+pub fn run(args: Args) -> Result<()> {
+    let options = HostOptions::from_env(args.config.as_deref());
+    match args.command {
+        Command::Status { json } => status(&open(options)?, json),
+        Command::Enable { name } => toggle(options, &name, true),
+        Command::Disable { name } => toggle(options, &name, false),
+        Command::Explain { file, json } => explain(&open(options)?, file.as_deref(), json.as_deref()),
+        Command::Watch { interval_ms } => watch::run(open(options)?, interval_ms),
+        Command::Demo { libs, dir } => demo::run(libs, &dir),
+    }
+}
+
+fn open(options: HostOptions) -> Result<Host> {
+    let host = Host::open(options)?;
+    warn_config(&host);
+    Ok(host)
+}
+
+/// Config and toggle warnings, one line each on stderr.
+fn warn_config(host: &Host) {
+    let mut stderr = io::stderr().lock();
+    for warning in &host.snapshot().warnings {
+        let _ = writeln!(stderr, "warning: {warning}");
+    }
+}
+
+/// One stderr line per plugin that failed and was skipped.
+pub fn warn_skipped(skipped: &[Skipped]) {
+    let mut stderr = io::stderr().lock();
+    for skip in skipped {
+        let _ = writeln!(stderr, "warning: skipped plugin {}: {}", skip.plugin, skip.message);
+    }
+}
+
+/// Writes `text` to stdout (a closed pipe surfaces as `BrokenPipe`).
+pub fn print(text: &str) -> Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// The status JSON object of SPEC §7.
+pub fn status_json(host: &Host) -> serde_json::Value {
+    let snapshot = host.snapshot();
+    let serializers: Vec<serde_json::Value> = snapshot.statuses().iter().map(serializer_json).collect();
+    json!({
+        "config": host.config_path().display().to_string(),
+        "dir": snapshot.config.plugin_dir.display().to_string(),
+        "serializers": serializers,
+        "warnings": snapshot.warnings,
+    })
+}
+
+fn serializer_json(s: &PluginStatus) -> serde_json::Value {
+    json!({
+        "name": s.name,
+        "state": s.state.name(),
+        "priority": s.priority,
+        "version": s.version,
+        "interface_version": s.interface_version,
+        "library": s.library.as_ref().map(|p| p.display().to_string()),
+        "kinds": s.kinds,
+        "encodings": s.encodings,
+        "awaiting": s.awaiting,
+        "last_error": s.last_error,
+        "dispatch_errors": s.dispatch_errors,
+        "load_ms": s.load_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
+        "enabled": s.enabled,
+        "builtin": s.builtin,
+        "origin": s.origin.name(),
+    })
+}
+
+/// The status table (what `status` prints without `--json`).
+pub fn status_table(host: &Host) -> String {
+    let snapshot = host.snapshot();
+    let statuses = snapshot.statuses();
+    let mut out = String::new();
+    let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(out, "{:width$}  {:9} {:>5}  {:10} {:28} DETAIL", "NAME", "STATE", "PRIO", "VERSION", "KINDS");
+    for s in &statuses {
+        let detail = match (&s.awaiting, &s.last_error) {
+            (Some(awaiting), _) => format!("awaiting {awaiting}"),
+            (None, Some(error)) => error.clone(),
+            (None, None) if s.builtin => "built-in fallback".to_owned(),
+            (None, None) => s.library.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        };
+        let errors = if s.dispatch_errors > 0 {
+            format!(" [{} dispatch errors]", s.dispatch_errors)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:width$}  {:9} {:>5}  {:10} {:28} {detail}{errors}",
+            s.name,
+            s.state.name(),
+            s.priority.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            s.version.as_deref().unwrap_or("-"),
+            if s.kinds.is_empty() { "-".to_owned() } else { s.kinds.join(",") },
+        );
+    }
+    if !snapshot.warnings.is_empty() {
+        let _ = writeln!(out, "\nwarnings:");
+        for warning in &snapshot.warnings {
+            let _ = writeln!(out, "  {warning}");
+        }
+    }
+    out
+}
+
+fn status(host: &Host, json: bool) -> Result<()> {
+    if json {
+        print(&format!("{:#}\n", status_json(host)))
+    } else {
+        print(&status_table(host))
+    }
+}
+
+fn toggle(options: HostOptions, name: &str, enabled: bool) -> Result<()> {
+    let path = options.config_path.clone();
+    // A broken config is reported (with line:column) and left untouched.
+    let known = match Host::open(options) {
+        Ok(host) => host.snapshot().statuses().iter().any(|s| s.name == name),
+        Err(stowage::Error::Config(error)) if !matches!(error, config::ConfigError::NotFound { .. }) => {
+            return Err(error.into())
+        }
+        Err(_) => false,
+    };
+    let verb = if enabled { "enabled" } else { "disabled" };
+    let outcome = config::set_enabled(&path, name, enabled)?;
+    if !known {
+        let _ = writeln!(
+            io::stderr(),
+            "warning: unknown plugin {name}: not configured and not found in the plugin directory"
+        );
+    }
+    match outcome {
+        EditOutcome::AlreadySet => print(&format!("{name} is already {verb} in {}\n", path.display())),
+        EditOutcome::Changed | EditOutcome::AddedTable => print(&format!("{verb} {name} in {}\n", path.display())),
+    }
+}
+
+fn explain(host: &Host, file: Option<&Path>, json: Option<&str>) -> Result<()> {
+    let (subject, attempts, rule) = match (file, json) {
+        (_, Some(text)) => {
+            let json: serde_json::Value = serde_json::from_str(text).context("--json is not valid JSON")?;
+            let value = Value::from_json(&json)?;
+            let attempts = host.snapshot().table.explain_value(&value);
+            (
+                format!("a {} value", value.kind()),
+                attempts,
+                "the first active serializer claiming the kind, in priority order (ties by name), whose can_serialize accepts it",
+            )
+        }
+        (Some(path), None) => {
+            let bytes = read_input(path)?;
+            let prefix = &bytes[..bytes.len().min(stowage_plugin_api::SNIFF_PREFIX_LEN)];
+            let attempts = host.snapshot().table.explain_file(prefix);
+            (
+                path.display().to_string(),
+                attempts,
+                "the first active plugin, in priority order (ties by name), whose sniff recognises the file",
+            )
+        }
+        (None, None) => bail!("explain needs a FILE or --json VALUE"),
+    };
+    let skipped: Vec<Skipped> = attempts
+        .iter()
+        .filter_map(|a| match &a.answer {
+            Answer::Failed(error) => Some(Skipped {
+                plugin: a.plugin.clone(),
+                message: format!("dispatch: {error}"),
+            }),
+            _ => None,
+        })
+        .collect();
+    warn_skipped(&skipped);
+    print(&explanation(&subject, &attempts, rule))
+}
+
+fn explanation(subject: &str, attempts: &[Attempt], rule: &str) -> String {
+    let mut out = format!("candidates for {subject}:\n");
+    if attempts.is_empty() {
+        out.push_str("  (no active candidate)\n");
+    }
+    for (i, attempt) in attempts.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {} (priority {}): {}", i + 1, attempt.plugin, attempt.priority, attempt.answer);
+    }
+    match attempts.iter().find(|a| a.answer == Answer::Accepted) {
+        Some(winner) => {
+            let _ = writeln!(out, "winner: {} — {rule}", winner.plugin);
+        }
+        None => out.push_str("winner: none — no candidate accepts it\n"),
+    }
+    out
+}
+
+/// Reads a file, or stdin for `-`.
+pub fn read_input(path: &Path) -> Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        io::stdin().read_to_end(&mut bytes).context("reading stdin")?;
+        return Ok(bytes);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}

@@ -1,0 +1,246 @@
+//! stowage: a plugin host for serializers.
+//!
+//! A [`Host`] reads `plugins.toml`, discovers serializer plugins (shared
+//! libraries behind the stable ABI of `stowage-plugin-api`) in the plugin
+//! directory, tracks each through its lifecycle
+//! ([`lifecycle::State`]) and dispatches every [`Value`] to the active
+//! serializer with the best priority, falling back to the built-in
+//! MessagePack serializer for plain data.
+//!
+//! ```no_run
+//! use stowage::{Host, HostOptions, Value};
+//!
+//! # fn main() -> Result<(), stowage::Error> {
+//! let host = Host::open(HostOptions::from_env(None))?;
+//! for plugin in host.snapshot().statuses() {
+//!     println!("{} {} {:?}", plugin.name, plugin.state, plugin.last_error);
+//! }
+//! let serialized = host.serialize_to_memory(&Value::Int(42), &[])?;
+//! println!("stored by {}", serialized.plugin);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Module map: [`config`] reads the configuration, [`loader`] opens one
+//! library (the only module that touches the ABI), [`lifecycle`] computes
+//! states, [`registry`] dispatches, [`fallback`] is the built-in serializer,
+//! [`value`] is the public value type. See ARCHITECTURE.md.
+
+pub mod config;
+pub mod fallback;
+pub mod lifecycle;
+pub mod loader;
+pub mod registry;
+pub mod serializer;
+pub mod value;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use config::{Config, ConfigError};
+pub use lifecycle::{Origin, PluginStatus, Snapshot, State};
+pub use registry::{Answer, Attempt, DispatchError, Skipped};
+pub use serializer::{ArtifactMeta, BlobSink, MemorySink, Written};
+pub use value::{ArrowTable, Buffer, ClassSource, Kind, Tensor, TensorMap, Value};
+
+/// Everything a [`Host`] call can fail with.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration (file or toggles) is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No serializer could handle the request.
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+}
+
+/// Where a host takes its configuration from.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// The config file.
+    pub config_path: PathBuf,
+    /// Whether the path was given explicitly (then it must exist).
+    pub config_explicit: bool,
+    /// `STOWAGE_PLUGINS`-style toggles for this process.
+    pub toggles: Option<String>,
+}
+
+impl HostOptions {
+    /// `--config PATH` (if given), else `STOWAGE_CONFIG`, else
+    /// `./plugins.toml`; toggles from `STOWAGE_PLUGINS`.
+    pub fn from_env(config_flag: Option<&Path>) -> Self {
+        let env_config: Option<OsString> = std::env::var_os("STOWAGE_CONFIG");
+        let (config_path, config_explicit) = config::resolve_config_path(config_flag, env_config.as_deref());
+        HostOptions {
+            config_path,
+            config_explicit,
+            toggles: std::env::var("STOWAGE_PLUGINS").ok(),
+        }
+    }
+
+    /// An explicit config file and no toggles (what tests and embedders use).
+    pub fn with_config(path: impl Into<PathBuf>) -> Self {
+        HostOptions {
+            config_path: path.into(),
+            config_explicit: true,
+            toggles: None,
+        }
+    }
+}
+
+/// A value serialized into memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serialized {
+    /// The serializer that won.
+    pub plugin: String,
+    /// Its version.
+    pub plugin_version: String,
+    /// What it reported.
+    pub written: Written,
+    /// The blobs.
+    pub blobs: Vec<(String, Vec<u8>)>,
+    /// Candidates that failed before it.
+    pub skipped: Vec<Skipped>,
+}
+
+/// The plugin host. `Send + Sync`: dispatch from many threads at once; a
+/// rescan swaps in a new snapshot without blocking them.
+pub struct Host {
+    options: HostOptions,
+    lifecycle: Mutex<lifecycle::Lifecycle>,
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+impl Host {
+    /// Reads the configuration and loads every plugin it finds.
+    pub fn open(options: HostOptions) -> Result<Host, Error> {
+        let mut lifecycle = lifecycle::Lifecycle::default();
+        let (config, toggles) = load_config(&options)?;
+        let snapshot = lifecycle.rescan(config, &toggles);
+        Ok(Host {
+            options,
+            lifecycle: Mutex::new(lifecycle),
+            snapshot: RwLock::new(Arc::new(snapshot)),
+        })
+    }
+
+    /// Re-reads the configuration and the plugin directory: pending plugins
+    /// whose file or dependency arrived turn active, toggles take effect.
+    /// On a config error the previous state is kept and the error returned.
+    pub fn rescan(&self) -> Result<(), Error> {
+        let (config, toggles) = load_config(&self.options)?;
+        let mut lifecycle = self.lifecycle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let snapshot = Arc::new(lifecycle.rescan(config, &toggles));
+        *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
+        Ok(())
+    }
+
+    /// The current state of every serializer.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Where the configuration was read from.
+    pub fn config_path(&self) -> &Path {
+        &self.options.config_path
+    }
+
+    /// Serializes `value` with the best active serializer, each attempt
+    /// writing into a fresh sink from `new_sink`.
+    pub fn serialize_with<S: BlobSink>(
+        &self,
+        value: &Value,
+        options: &[(String, String)],
+        new_sink: &mut dyn FnMut(&registry::Route) -> Result<S, String>,
+    ) -> Result<registry::Dispatched<(S, Written)>, Error> {
+        Ok(self.snapshot().table.serialize(value, options, new_sink)?)
+    }
+
+    /// Serializes `value` into memory.
+    pub fn serialize_to_memory(&self, value: &Value, options: &[(String, String)]) -> Result<Serialized, Error> {
+        let dispatched = self.serialize_with(value, options, &mut |_| Ok(MemorySink::default()))?;
+        let (sink, written) = dispatched.output;
+        Ok(Serialized {
+            plugin: dispatched.route.name.clone(),
+            plugin_version: dispatched.route.serializer.info().version.to_string(),
+            written,
+            blobs: sink.blobs,
+            skipped: dispatched.skipped,
+        })
+    }
+
+    /// Rebuilds a value from its metadata and blobs with the first active
+    /// reader of its encoding.
+    pub fn deserialize(
+        &self,
+        meta: &ArtifactMeta,
+        writer: (&str, &str),
+        blobs: &[(String, Buffer)],
+    ) -> Result<registry::Dispatched<Value>, Error> {
+        Ok(self.snapshot().table.deserialize(meta, writer, blobs)?)
+    }
+}
+
+impl Host {
+    /// Writes the artifact in its standard file format (`stowage get`).
+    pub fn export(
+        &self,
+        meta: &ArtifactMeta,
+        writer: (&str, &str),
+        blobs: &[(String, Buffer)],
+        out: &mut dyn std::io::Write,
+    ) -> Result<registry::Dispatched<()>, Error> {
+        // Each attempt writes into memory first so a failing candidate never
+        // leaves half a file behind.
+        let dispatched = self.snapshot().table.with_reader(meta, writer, "export", &mut |s| {
+            let mut file = Vec::new();
+            s.export(meta, blobs, &mut file).map(|()| file)
+        })?;
+        out.write_all(&dispatched.output).map_err(|e| {
+            DispatchError::Sink(format!("writing the exported file: {e}"))
+        })?;
+        Ok(registry::Dispatched {
+            route: dispatched.route,
+            output: (),
+            skipped: dispatched.skipped,
+        })
+    }
+
+    /// The WIRE rendering of an artifact (`stowage show`); a reader without
+    /// `describe` (a 1.0 plugin) gets the generic rendering.
+    pub fn describe(
+        &self,
+        meta: &ArtifactMeta,
+        writer: (&str, &str),
+        blobs: &[(String, Buffer)],
+    ) -> Result<registry::Dispatched<String>, Error> {
+        Ok(self.snapshot().table.with_reader(meta, writer, "describe", &mut |s| {
+            Ok(s.describe(meta, blobs)?.unwrap_or_else(|| generic_description(meta)))
+        })?)
+    }
+}
+
+/// Type, encoding and blob sizes: the rendering used when a serializer has
+/// no `describe`.
+pub fn generic_description(meta: &ArtifactMeta) -> String {
+    let mut out = format!("{} ({} v{})", meta.obj_type, meta.encoding, meta.encoding_version);
+    for (name, size) in &meta.blobs {
+        out.push_str(&format!("\n  blob {name}: {size} bytes"));
+    }
+    out
+}
+
+fn load_config(options: &HostOptions) -> Result<(Config, Vec<(String, bool)>), Error> {
+    let config = if options.config_explicit {
+        Config::load(&options.config_path)?
+    } else {
+        Config::load_default(&options.config_path)?
+    };
+    let toggles = match &options.toggles {
+        Some(spec) => config::EnvToggles::parse(spec)?.toggles,
+        None => Vec::new(),
+    };
+    Ok((config, toggles))
+}

@@ -1,0 +1,725 @@
+//! Plugin lifecycle: discovery, toggles, loading and the state of every
+//! serializer (`known` → `importing` → `active` | `broken` | `pending`, plus
+//! `disabled`), recomputed by each rescan.
+//!
+//! A rescan reads the config and the plugin directory, opens libraries it has
+//! not opened yet (through [`crate::loader`]), resolves `requires` between
+//! plugins and produces a [`Snapshot`]: the status rows and the
+//! [`DispatchTable`] of active serializers. Every state change is logged on
+//! target `stowage::lifecycle`.
+//!
+//! Invariants:
+//! - a library is opened at most once per file version; a loaded library is
+//!   never unloaded or reloaded (a changed file only raises a warning);
+//! - a failed open is remembered per file version, so a broken library's
+//!   initialisers do not rerun on every rescan; a missing shared-library
+//!   dependency is retried on every rescan;
+//! - a cycle or a broken dependency makes a plugin broken, never pending.
+//!
+//! Decision: when two libraries declare the same name, the one discovered
+//! first keeps it (config tables in file order, then directory files by file
+//! name) and the later one is broken, naming both paths.
+//! Decision: before a directory library is opened its provisional name is its
+//! file stem without the platform prefix and a leading `stowage_`; toggles
+//! match that name or, once loaded, the declared one (`-` and `_` are
+//! equivalent when matching toggles).
+//! Decision: a plugin requiring one whose version does not satisfy the
+//! requirement is broken (a loaded library cannot be replaced in-process).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use semver::VersionReq;
+
+use crate::config::{Config, PluginEntry, FALLBACK_PRIORITY, MAX_PLUGIN_PRIORITY};
+use crate::fallback::{Fallback, FALLBACK_NAME};
+use crate::loader::{self, Checks, LoadError, Opened};
+use crate::registry::{DispatchTable, Route, Stats};
+use crate::serializer::{PluginInfo, Serializer};
+
+/// A serializer's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Discovered, not (yet) loaded.
+    Known,
+    /// Being checked and opened.
+    Importing,
+    /// Loaded, compatible, requirements met: routed to.
+    Active,
+    /// Never routed to; `last_error` says why.
+    Broken,
+    /// Waiting for something that may still arrive; `awaiting` names it.
+    Pending,
+    /// Turned off by a toggle.
+    Disabled,
+}
+
+impl State {
+    /// The fixed name used in status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Known => "known",
+            State::Importing => "importing",
+            State::Active => "active",
+            State::Broken => "broken",
+            State::Pending => "pending",
+            State::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a serializer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A `[plugins.NAME]` table (or the built-in fallback).
+    Config,
+    /// A library file in the plugin directory without a table.
+    Directory,
+}
+
+impl Origin {
+    /// The fixed name used in status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Config => "config",
+            Origin::Directory => "directory",
+        }
+    }
+}
+
+/// Why a loaded plugin cannot be active (siblings of [`LoadError`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// The plugin's version is outside the config's `version` requirement.
+    #[error("plugin version {version} does not satisfy the config's requirement {requirement}")]
+    VersionOutsideRequirement {
+        /// Declared version.
+        version: String,
+        /// Configured requirement.
+        requirement: String,
+    },
+    /// Another library (or the built-in fallback) has the name.
+    #[error("duplicate plugin name {name}: {first} and {second}")]
+    Duplicate {
+        /// The name.
+        name: String,
+        /// Who has it.
+        first: String,
+        /// Who wanted it too.
+        second: String,
+    },
+    /// A `[plugins.X]` table loads a library declaring another name.
+    #[error("[plugins.{table}] loads {path}, which declares the name {declared}")]
+    NameMismatch {
+        /// The table.
+        table: String,
+        /// The library.
+        path: String,
+        /// The name it declares.
+        declared: String,
+    },
+    /// Plugins requiring each other in a loop.
+    #[error("dependency cycle: {0}")]
+    Cycle(String),
+    /// A required plugin is broken.
+    #[error("dependency {0} is broken")]
+    DependencyBroken(String),
+    /// A required plugin is active in a version outside the requirement.
+    #[error("requires {dependency} {requirement}, but {dependency} {version} is active")]
+    DependencyVersion {
+        /// The required plugin.
+        dependency: String,
+        /// The requirement.
+        requirement: String,
+        /// Its active version.
+        version: String,
+    },
+    /// `[plugins.X.options]` has a key the plugin does not accept.
+    #[error("config option {0}")]
+    ConfigOption(String),
+}
+
+/// One serializer's status row (what `stowage status` prints).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginStatus {
+    /// Name (declared, or provisional before loading).
+    pub name: String,
+    /// State.
+    pub state: State,
+    /// Effective priority.
+    pub priority: Option<u32>,
+    /// Plugin version, once loaded.
+    pub version: Option<String>,
+    /// Interface version it was built against, once loaded.
+    pub interface_version: Option<String>,
+    /// Library path (none for the built-in fallback).
+    pub library: Option<PathBuf>,
+    /// Kinds it claims.
+    pub kinds: Vec<String>,
+    /// Encodings it reads or writes.
+    pub encodings: Vec<String>,
+    /// What a pending plugin waits for.
+    pub awaiting: Option<String>,
+    /// Why it is broken, or its last dispatch failure.
+    pub last_error: Option<String>,
+    /// Dispatch failures in this host's life.
+    pub dispatch_errors: u64,
+    /// Time to open and check the library.
+    pub load_ms: Option<f64>,
+    /// Whether toggles leave it enabled.
+    pub enabled: bool,
+    /// Whether it is the built-in fallback.
+    pub builtin: bool,
+    /// Where it was found.
+    pub origin: Origin,
+}
+
+/// A status row plus its live counters.
+struct Row {
+    status: PluginStatus,
+    stats: Arc<Stats>,
+}
+
+/// The result of one rescan.
+pub struct Snapshot {
+    rows: Vec<Row>,
+    /// Active serializers, ready for dispatch.
+    pub table: DispatchTable,
+    /// Warnings for `status` (config, toggles, autoload, changed files).
+    pub warnings: Vec<String>,
+    /// The config this snapshot was built from.
+    pub config: Config,
+}
+
+impl Snapshot {
+    /// Status rows in `status` order, with live counters.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        self.rows
+            .iter()
+            .map(|row| {
+                let mut status = row.status.clone();
+                status.dispatch_errors = row.stats.dispatch_errors();
+                if status.last_error.is_none() {
+                    status.last_error = row.stats.last_error();
+                }
+                status
+            })
+            .collect()
+    }
+}
+
+/// Identity of a file version, to notice replacement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let meta = fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(FileStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode,
+        })
+    }
+}
+
+enum Outcome {
+    Loaded(Arc<dyn Serializer>),
+    Failed(LoadError),
+    MissingDependency(String),
+}
+
+struct Library {
+    stamp: Option<FileStamp>,
+    outcome: Outcome,
+    load_ms: f64,
+}
+
+/// Lifecycle state kept across rescans.
+#[derive(Default)]
+pub struct Lifecycle {
+    libraries: HashMap<PathBuf, Library>,
+    stats: HashMap<String, Arc<Stats>>,
+    states: HashMap<String, State>,
+    fallback: Arc<Fallback>,
+}
+
+/// One candidate during a rescan.
+struct Candidate {
+    name: String,
+    origin: Origin,
+    builtin: bool,
+    path: Option<PathBuf>,
+    entry: Option<PluginEntry>,
+    enabled: bool,
+    /// An unlisted library left alone because autoload is off.
+    autoload_off: bool,
+    state: State,
+    awaiting: Option<String>,
+    error: Option<String>,
+    serializer: Option<Arc<dyn Serializer>>,
+    load_ms: Option<f64>,
+}
+
+impl Candidate {
+    fn info(&self) -> Option<&PluginInfo> {
+        self.serializer.as_ref().map(|s| s.info())
+    }
+    fn is_candidate_for_active(&self) -> bool {
+        self.enabled && self.serializer.is_some() && self.error.is_none() && self.awaiting.is_none()
+    }
+    fn break_with(&mut self, reason: impl ToString) {
+        self.state = State::Broken;
+        self.error = Some(reason.to_string());
+    }
+    fn wait_for(&mut self, what: String) {
+        self.state = State::Pending;
+        self.awaiting = Some(what);
+    }
+}
+
+/// File name of the library for a stem on this platform.
+pub fn library_file_name(stem: &str) -> String {
+    format!("{}{stem}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+}
+
+fn provisional_name(path: &Path) -> String {
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+    let stem = file
+        .strip_suffix(std::env::consts::DLL_SUFFIX)
+        .unwrap_or(file);
+    let stem = stem.strip_prefix(std::env::consts::DLL_PREFIX).unwrap_or(stem);
+    stem.strip_prefix("stowage_").unwrap_or(stem).to_owned()
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y || (x == b'-' || x == b'_') && (y == b'-' || y == b'_'))
+}
+
+/// Library files directly in `dir`: platform suffix, no dotfiles, no `*.tmp`.
+fn scan_dir(dir: &Path, warnings: &mut Vec<String>) -> Vec<PathBuf> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            warnings.push(format!("plugin directory {}: {error}", dir.display()));
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { return false };
+            !name.starts_with('.')
+                && !name.ends_with(".tmp")
+                && name.ends_with(std::env::consts::DLL_SUFFIX)
+                && entry.path().is_file()
+        })
+        .map(|entry| entry.path())
+        .collect();
+    files.sort();
+    files
+}
+
+impl Lifecycle {
+    /// Recomputes every state from `config`, the plugin directory and
+    /// `toggles` (name → enabled, from `STOWAGE_PLUGINS`).
+    pub fn rescan(&mut self, config: Config, toggles: &[(String, bool)]) -> Snapshot {
+        let mut warnings = config.warnings.clone();
+        let mut candidates = self.discover(&config, &mut warnings);
+        apply_toggles(&mut candidates, toggles, &mut warnings);
+        for candidate in &mut candidates {
+            self.load(candidate, &config, &mut warnings);
+        }
+        check_loaded(&mut candidates);
+        resolve_requirements(&mut candidates);
+        for candidate in &mut candidates {
+            if candidate.state == State::Importing || candidate.state == State::Known && candidate.is_candidate_for_active() {
+                candidate.state = State::Active;
+            }
+        }
+        self.log_transitions(&candidates);
+        self.snapshot(candidates, warnings, config)
+    }
+
+    fn discover(&mut self, config: &Config, warnings: &mut Vec<String>) -> Vec<Candidate> {
+        let new = |name: String, origin, path, entry: Option<&PluginEntry>| Candidate {
+            name,
+            origin,
+            builtin: false,
+            path,
+            entry: entry.cloned(),
+            enabled: entry.is_none_or(|e| e.enabled),
+            autoload_off: false,
+            state: State::Known,
+            awaiting: None,
+            error: None,
+            serializer: None,
+            load_ms: None,
+        };
+        let fallback_entry = config.entry(FALLBACK_NAME);
+        let mut fallback = new(FALLBACK_NAME.to_owned(), Origin::Config, None, fallback_entry);
+        fallback.builtin = true;
+        fallback.serializer = Some(Arc::clone(&self.fallback) as Arc<dyn Serializer>);
+        let mut candidates = vec![fallback];
+
+        for entry in config.plugins.iter().filter(|e| e.name != FALLBACK_NAME) {
+            let path = config.plugin_dir.join(library_file_name(&entry.library_stem()));
+            candidates.push(new(entry.name.clone(), Origin::Config, Some(path), Some(entry)));
+        }
+        let claimed: HashSet<PathBuf> = candidates.iter().filter_map(|c| c.path.clone()).collect();
+        for path in scan_dir(&config.plugin_dir, warnings) {
+            if claimed.contains(&path) {
+                continue;
+            }
+            let mut candidate = new(provisional_name(&path), Origin::Directory, Some(path.clone()), None);
+            if !config.autoload {
+                candidate.enabled = false;
+                candidate.autoload_off = true;
+                warnings.push(format!("{}: not loaded: autoload is off", path.display()));
+            }
+            candidates.push(candidate);
+        }
+        candidates
+    }
+
+    fn load(&mut self, candidate: &mut Candidate, config: &Config, warnings: &mut Vec<String>) {
+        if candidate.builtin {
+            return;
+        }
+        let Some(path) = candidate.path.clone() else { return };
+        let stamp = FileStamp::of(&path);
+        let loaded_before = matches!(self.libraries.get(&path), Some(Library { outcome: Outcome::Loaded(_), .. }));
+        if !candidate.enabled {
+            // Not opened for a disabled plugin; one loaded earlier still shows
+            // what it is.
+            if let Some(Library { outcome: Outcome::Loaded(serializer), load_ms, .. }) = self.libraries.get(&path) {
+                candidate.serializer = Some(Arc::clone(serializer));
+                candidate.load_ms = Some(*load_ms);
+            }
+            return;
+        }
+        if stamp.is_none() && !loaded_before {
+            candidate.wait_for(path.display().to_string());
+            return;
+        }
+        let reuse = match self.libraries.get(&path) {
+            Some(Library { outcome: Outcome::Loaded(_), stamp: old, .. }) => {
+                if *old != stamp {
+                    warnings.push(format!(
+                        "{}: changed on disk; restart to load the new version",
+                        path.display()
+                    ));
+                }
+                true
+            }
+            Some(Library { outcome: Outcome::Failed(_), stamp: old, .. }) => *old == stamp,
+            _ => false,
+        };
+        if !reuse {
+            self.transition(&candidate.name, State::Importing, None);
+            let started = Instant::now();
+            let checks = Checks {
+                plugin_dir: &config.plugin_dir,
+                sha256: candidate.entry.as_ref().and_then(|e| e.sha256.as_deref()),
+            };
+            let outcome = match loader::open(&path, &checks) {
+                Ok(Opened::Plugin(plugin)) => Outcome::Loaded(Arc::new(plugin)),
+                Ok(Opened::MissingDependency(dependency)) => Outcome::MissingDependency(dependency),
+                Err(error) => Outcome::Failed(error),
+            };
+            let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+            tracing::debug!(target: "stowage::loader", path = %path.display(), load_ms, "opened");
+            self.libraries.insert(path.clone(), Library { stamp, outcome, load_ms });
+        }
+        let Some(library) = self.libraries.get(&path) else { return };
+        candidate.load_ms = Some(library.load_ms);
+        candidate.state = State::Importing;
+        match &library.outcome {
+            Outcome::Loaded(serializer) => {
+                candidate.serializer = Some(Arc::clone(serializer));
+                if candidate.origin == Origin::Directory {
+                    candidate.name = serializer.info().name.clone();
+                }
+            }
+            Outcome::Failed(error) => candidate.break_with(error),
+            Outcome::MissingDependency(dependency) => candidate.wait_for(dependency.clone()),
+        }
+    }
+
+    fn transition(&mut self, name: &str, to: State, reason: Option<&str>) {
+        let from = self.states.insert(name.to_owned(), to);
+        if from != Some(to) {
+            let from = from.map_or("new", State::name);
+            match reason {
+                Some(reason) => tracing::info!(target: "stowage::lifecycle", plugin = name, from, to = to.name(), reason),
+                None => tracing::info!(target: "stowage::lifecycle", plugin = name, from, to = to.name()),
+            }
+        }
+    }
+
+    fn log_transitions(&mut self, candidates: &[Candidate]) {
+        for candidate in candidates {
+            let reason = candidate.error.as_deref().or(candidate.awaiting.as_deref());
+            self.transition(&candidate.name, candidate.state, reason);
+        }
+    }
+
+    fn snapshot(&mut self, candidates: Vec<Candidate>, warnings: Vec<String>, config: Config) -> Snapshot {
+        let mut routes = Vec::new();
+        let mut rows = Vec::new();
+        for candidate in candidates {
+            let stats = Arc::clone(self.stats.entry(candidate.name.clone()).or_default());
+            let info = candidate.info();
+            let priority = info.map(|info| effective_priority(&candidate, info));
+            if candidate.state == State::Active {
+                if let (Some(serializer), Some(priority)) = (&candidate.serializer, priority) {
+                    routes.push(Route {
+                        name: candidate.name.clone(),
+                        priority,
+                        config_options: candidate.entry.as_ref().map(|e| e.options.clone()).unwrap_or_default(),
+                        serializer: Arc::clone(serializer),
+                        stats: Arc::clone(&stats),
+                    });
+                }
+            }
+            let mut encodings: Vec<String> = Vec::new();
+            for encoding in info.iter().flat_map(|i| i.reads.iter().chain(&i.writes)) {
+                if !encodings.contains(encoding) {
+                    encodings.push(encoding.clone());
+                }
+            }
+            rows.push(Row {
+                status: PluginStatus {
+                    name: candidate.name.clone(),
+                    state: candidate.state,
+                    priority,
+                    version: info.map(|i| i.version.to_string()),
+                    interface_version: info.map(|i| i.interface_version.clone()),
+                    library: candidate.path.clone(),
+                    kinds: info.map(|i| i.kinds.iter().map(|k| k.name().to_owned()).collect()).unwrap_or_default(),
+                    encodings,
+                    awaiting: candidate.awaiting.clone(),
+                    last_error: candidate.error.clone(),
+                    dispatch_errors: 0,
+                    load_ms: candidate.load_ms,
+                    enabled: candidate.enabled,
+                    builtin: candidate.builtin,
+                    origin: candidate.origin,
+                },
+                stats,
+            });
+        }
+        let table = DispatchTable::new(routes);
+        let position: HashMap<&str, usize> = table
+            .routes()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.as_str(), i))
+            .collect();
+        let group = |state: State| match state {
+            State::Active => 0,
+            State::Importing => 1,
+            State::Pending => 2,
+            State::Broken => 3,
+            State::Known => 4,
+            State::Disabled => 5,
+        };
+        let order: Vec<(usize, usize, String)> = rows
+            .iter()
+            .map(|row| {
+                let s = &row.status;
+                (group(s.state), position.get(s.name.as_str()).copied().unwrap_or(0), s.name.clone())
+            })
+            .collect();
+        let mut indexed: Vec<(usize, Row)> = rows.into_iter().enumerate().collect();
+        indexed.sort_by(|(a, _), (b, _)| order[*a].cmp(&order[*b]));
+        Snapshot {
+            rows: indexed.into_iter().map(|(_, row)| row).collect(),
+            table,
+            warnings,
+            config,
+        }
+    }
+}
+
+fn effective_priority(candidate: &Candidate, info: &PluginInfo) -> u32 {
+    let configured = candidate.entry.as_ref().and_then(|e| e.priority);
+    if candidate.builtin {
+        return configured.unwrap_or(FALLBACK_PRIORITY).min(FALLBACK_PRIORITY);
+    }
+    configured.unwrap_or(info.default_priority).min(MAX_PLUGIN_PRIORITY)
+}
+
+fn apply_toggles(candidates: &mut [Candidate], toggles: &[(String, bool)], warnings: &mut Vec<String>) {
+    for (name, enabled) in toggles {
+        let mut matched = false;
+        for candidate in candidates.iter_mut().filter(|c| same_name(&c.name, name)) {
+            matched = true;
+            if !candidate.autoload_off {
+                candidate.enabled = *enabled;
+            }
+        }
+        if !matched {
+            warnings.push(format!("STOWAGE_PLUGINS names unknown plugin {name}"));
+        }
+    }
+    for candidate in candidates.iter_mut().filter(|c| !c.enabled && !c.autoload_off) {
+        candidate.state = State::Disabled;
+    }
+}
+
+/// Checks that need the declaration: names, versions, options, duplicates.
+fn check_loaded(candidates: &mut [Candidate]) {
+    let mut owners: HashMap<String, String> = HashMap::new();
+    owners.insert(FALLBACK_NAME.to_owned(), "built-in fallback".to_owned());
+    for candidate in candidates.iter_mut() {
+        if candidate.builtin || candidate.state == State::Disabled {
+            continue;
+        }
+        let Some(info) = candidate.info().cloned() else { continue };
+        if candidate.error.is_some() {
+            continue;
+        }
+        let path = candidate.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        if candidate.origin == Origin::Config && info.name != candidate.name {
+            candidate.break_with(ResolveError::NameMismatch {
+                table: candidate.name.clone(),
+                path,
+                declared: info.name.clone(),
+            });
+            continue;
+        }
+        if let Some(requirement) = candidate.entry.as_ref().and_then(|e| e.version.as_ref()) {
+            if !requirement.matches(&info.version) {
+                candidate.break_with(ResolveError::VersionOutsideRequirement {
+                    version: info.version.to_string(),
+                    requirement: requirement.to_string(),
+                });
+                continue;
+            }
+        }
+        if let Some(entry) = &candidate.entry {
+            if let Some((key, _)) = entry.options.iter().find(|(k, _)| !info.option_keys.contains(k)) {
+                candidate.break_with(ResolveError::ConfigOption(crate::registry::unknown_option(key, &info.option_keys)));
+                continue;
+            }
+        }
+        match owners.get(&info.name) {
+            Some(first) => {
+                let first = first.clone();
+                candidate.break_with(ResolveError::Duplicate {
+                    name: info.name.clone(),
+                    first,
+                    second: path,
+                });
+            }
+            None => {
+                owners.insert(info.name.clone(), path);
+            }
+        }
+    }
+}
+
+/// How a candidate's requirements resolve.
+#[derive(Clone)]
+enum Resolution {
+    Ready,
+    Waiting(String),
+    Broken(ResolveError),
+}
+
+fn resolve_requirements(candidates: &mut [Candidate]) {
+    let mut memo: Vec<Option<Resolution>> = vec![None; candidates.len()];
+    let mut stack = Vec::new();
+    for i in 0..candidates.len() {
+        resolve(i, candidates, &mut memo, &mut stack);
+    }
+    for (candidate, resolution) in candidates.iter_mut().zip(memo) {
+        match resolution {
+            Some(Resolution::Waiting(what)) => candidate.wait_for(what),
+            Some(Resolution::Broken(error)) => candidate.break_with(error),
+            _ => {}
+        }
+    }
+}
+
+fn resolve(i: usize, candidates: &[Candidate], memo: &mut Vec<Option<Resolution>>, stack: &mut Vec<usize>) -> Resolution {
+    if let Some(done) = &memo[i] {
+        return done.clone();
+    }
+    if let Some(at) = stack.iter().position(|&j| j == i) {
+        let mut names: Vec<&str> = stack[at..].iter().map(|&j| candidates[j].name.as_str()).collect();
+        names.push(&candidates[i].name);
+        let cycle = ResolveError::Cycle(names.join(" -> "));
+        for &j in &stack[at..] {
+            memo[j] = Some(Resolution::Broken(cycle.clone()));
+        }
+        return Resolution::Broken(cycle);
+    }
+    let candidate = &candidates[i];
+    if !candidate.is_candidate_for_active() {
+        // Not resolvable here: its own state stands.
+        return Resolution::Ready;
+    }
+    let requires: Vec<(String, VersionReq)> = candidate.info().map(|i| i.requires.clone()).unwrap_or_default();
+    stack.push(i);
+    let mut outcome = Resolution::Ready;
+    for (dependency, requirement) in requires {
+        let found = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| same_name(&c.name, &dependency))
+            .min_by_key(|(_, c)| !c.is_candidate_for_active());
+        let this = match found {
+            None => Resolution::Waiting(dependency.clone()),
+            Some((_, dep)) if !dep.enabled => Resolution::Waiting(format!("{dependency} (disabled)")),
+            Some((_, dep)) if dep.state == State::Broken => Resolution::Broken(ResolveError::DependencyBroken(dependency.clone())),
+            Some((_, dep)) if !dep.is_candidate_for_active() => Resolution::Waiting(dependency.clone()),
+            Some((j, dep)) => match resolve(j, candidates, memo, stack) {
+                Resolution::Broken(ResolveError::Cycle(cycle)) if memo[i].is_some() => Resolution::Broken(ResolveError::Cycle(cycle)),
+                Resolution::Broken(_) => Resolution::Broken(ResolveError::DependencyBroken(dependency.clone())),
+                Resolution::Waiting(_) => Resolution::Waiting(dependency.clone()),
+                Resolution::Ready => match dep.info() {
+                    Some(info) if !requirement.matches(&info.version) => Resolution::Broken(ResolveError::DependencyVersion {
+                        dependency: dependency.clone(),
+                        requirement: requirement.to_string(),
+                        version: info.version.to_string(),
+                    }),
+                    _ => Resolution::Ready,
+                },
+            },
+        };
+        outcome = match (outcome, this) {
+            (Resolution::Broken(e), _) | (_, Resolution::Broken(e)) => Resolution::Broken(e),
+            (Resolution::Waiting(w), _) | (_, Resolution::Waiting(w)) => Resolution::Waiting(w),
+            _ => Resolution::Ready,
+        };
+    }
+    stack.pop();
+    // A cycle found deeper down has already marked this candidate.
+    if let Some(done) = &memo[i] {
+        return done.clone();
+    }
+    memo[i] = Some(outcome.clone());
+    outcome
+}

@@ -1,0 +1,531 @@
+//! Priority dispatch over the active serializers.
+//!
+//! A [`DispatchTable`] is an immutable snapshot built by the lifecycle after
+//! each rescan: active serializers sorted by `(priority, name)` and indexed
+//! per claimed kind. The host swaps snapshots atomically, so a rescan never
+//! blocks a dispatch in flight for longer than an `Arc` clone.
+//!
+//! For every entry point, a candidate that errors or panics is skipped and
+//! counted (`dispatch_errors`, `last_error = "dispatch: …"`), and the next
+//! candidate is tried; a candidate that merely declines is not counted.
+//!
+//! Decision: ties in priority are broken by plugin name, lexicographically
+//! (byte order), so dispatch order never depends on discovery order.
+//! Decision: options given for one call (`--opt`) that a candidate does not
+//! accept make that candidate ineligible for the call (reported in the error
+//! if nothing else takes the value), never a silent drop.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::serializer::{
+    ArtifactMeta, BlobSink, CallError, CallValue, ErrorKind, Serializer, Written,
+};
+use crate::value::{Buffer, Kind, Value};
+
+/// Per-serializer counters, kept for the life of one `Host`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    dispatch_errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    /// Failures counted so far.
+    pub fn dispatch_errors(&self) -> u64 {
+        self.dispatch_errors.load(Ordering::Relaxed)
+    }
+    /// The last dispatch failure, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+    fn record(&self, message: String) {
+        self.dispatch_errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(message);
+        }
+    }
+}
+
+/// One active serializer in the table.
+pub struct Route {
+    /// Plugin name.
+    pub name: String,
+    /// Effective priority.
+    pub priority: u32,
+    /// Options from the config, passed on every call.
+    pub config_options: Vec<(String, String)>,
+    /// The serializer.
+    pub serializer: Arc<dyn Serializer>,
+    /// Its counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Route {
+    fn fail(&self, entry: &str, error: &CallError) -> Skipped {
+        let message = format!("dispatch: {entry}: {error}");
+        tracing::warn!(target: "stowage::dispatch", plugin = %self.name, "{message}");
+        self.stats.record(message.clone());
+        Skipped {
+            plugin: self.name.clone(),
+            message,
+        }
+    }
+
+    /// Config options overridden by the call's; `Err` names a key the
+    /// serializer does not accept.
+    fn options(&self, call: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+        let accepted = &self.serializer.info().option_keys;
+        let mut options = self.config_options.clone();
+        for (key, value) in call {
+            if !accepted.contains(key) {
+                return Err(unknown_option(key, accepted));
+            }
+            match options.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = value.clone(),
+                None => options.push((key.clone(), value.clone())),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// The message for an option key a serializer does not accept.
+pub fn unknown_option(key: &str, accepted: &[String]) -> String {
+    if accepted.is_empty() {
+        format!("unknown option {key}; this serializer accepts no options")
+    } else {
+        format!("unknown option {key}; accepted: {}", accepted.join(", "))
+    }
+}
+
+/// A candidate skipped because it failed (counted in its stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Plugin name.
+    pub plugin: String,
+    /// `dispatch: ENTRY: KIND: MESSAGE`.
+    pub message: String,
+}
+
+/// What a candidate answered, for errors and `stowage explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// It took the value (or file, or artifact).
+    Accepted,
+    /// It said no.
+    Declined,
+    /// Not eligible for this call (an option it does not accept).
+    Ineligible(String),
+    /// It failed (error or panic), and was skipped.
+    Failed(CallError),
+    /// Not asked: an earlier candidate won.
+    NotAsked,
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Accepted => f.write_str("accepted"),
+            Answer::Declined => f.write_str("declined"),
+            Answer::Ineligible(why) => f.write_str(why),
+            Answer::Failed(error) => write!(f, "{error}"),
+            Answer::NotAsked => f.write_str("not asked"),
+        }
+    }
+}
+
+/// One candidate's turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Plugin name.
+    pub plugin: String,
+    /// Its priority.
+    pub priority: u32,
+    /// What happened.
+    pub answer: Answer,
+}
+
+/// Why a dispatch found no serializer.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// No active serializer accepted the value.
+    #[error("no serializer accepted the {kind} value{}", tried(.attempts))]
+    NoSerializer {
+        /// The value's kind.
+        kind: Kind,
+        /// Each candidate and its answer.
+        attempts: Vec<Attempt>,
+    },
+    /// No active plugin recognised the file.
+    #[error("no plugin recognises this file{}", tried(.attempts))]
+    NoSniffer {
+        /// Each candidate and its answer.
+        attempts: Vec<Attempt>,
+    },
+    /// Nothing active reads the artifact's encoding.
+    #[error(
+        "no deserializer for encoding {encoding}; written by {writer} {writer_version} — is it installed and enabled?{}",
+        tried(.attempts)
+    )]
+    NoDeserializer {
+        /// The encoding.
+        encoding: String,
+        /// Plugin that wrote it.
+        writer: String,
+        /// Its version.
+        writer_version: String,
+        /// Candidates that were tried and failed.
+        attempts: Vec<Attempt>,
+    },
+    /// A named plugin is not active.
+    #[error("plugin {plugin} is not active")]
+    NotActive {
+        /// The plugin.
+        plugin: String,
+    },
+    /// The sink could not be created.
+    #[error("{0}")]
+    Sink(String),
+}
+
+/// ` ; tried: a (msg); b (declined)`, invalid-input failures first.
+fn tried(attempts: &[Attempt]) -> String {
+    let shown: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.answer != Answer::NotAsked)
+        .collect();
+    if shown.is_empty() {
+        return "; no active candidate".to_owned();
+    }
+    let invalid_first = |a: &&Attempt| !matches!(&a.answer, Answer::Failed(e) if e.kind == ErrorKind::InvalidInput);
+    let mut ordered = shown;
+    ordered.sort_by_key(invalid_first);
+    let parts: Vec<String> = ordered
+        .iter()
+        .map(|a| format!("{} ({})", a.plugin, a.answer))
+        .collect();
+    format!("; tried: {}", parts.join("; "))
+}
+
+/// The winner of a dispatch and what was skipped on the way.
+pub struct Dispatched<T> {
+    /// The winning route.
+    pub route: Arc<Route>,
+    /// The winner's result.
+    pub output: T,
+    /// Failed candidates skipped before the winner.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Active serializers in dispatch order, indexed per kind.
+#[derive(Default)]
+pub struct DispatchTable {
+    ordered: Vec<Arc<Route>>,
+    by_kind: Vec<Vec<Arc<Route>>>,
+}
+
+impl DispatchTable {
+    /// Builds the table from active routes.
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+        let ordered: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
+        let slots = Kind::ALL.iter().map(|k| k.tag() as usize).max().unwrap_or(0) + 1;
+        let mut by_kind = vec![Vec::new(); slots];
+        for route in &ordered {
+            for kind in &route.serializer.info().kinds {
+                by_kind[kind.tag() as usize].push(Arc::clone(route));
+            }
+        }
+        DispatchTable { ordered, by_kind }
+    }
+
+    /// Every active route, in dispatch order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.ordered
+    }
+
+    /// Routes claiming `kind`, in dispatch order.
+    pub fn for_kind(&self, kind: Kind) -> &[Arc<Route>] {
+        self.by_kind.get(kind.tag() as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The active route named `name`.
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.ordered.iter().find(|r| r.name == name)
+    }
+
+    /// Serializes `value` with the first candidate that accepts it and
+    /// succeeds. Each attempt gets a fresh sink from `new_sink`; the
+    /// winner's is returned with its metadata.
+    pub fn serialize<S: BlobSink>(
+        &self,
+        value: &Value,
+        call_options: &[(String, String)],
+        new_sink: &mut dyn FnMut(&Route) -> Result<S, String>,
+    ) -> Result<Dispatched<(S, Written)>, DispatchError> {
+        let call_value = CallValue::new(value);
+        let mut attempts = Vec::new();
+        let mut skipped = Vec::new();
+        for route in self.for_kind(value.kind()) {
+            let answer = 'attempt: {
+                let options = match route.options(call_options) {
+                    Ok(options) => options,
+                    Err(why) => break 'attempt Answer::Ineligible(why),
+                };
+                match route.serializer.can_serialize(&call_value) {
+                    Ok(true) => {}
+                    Ok(false) => break 'attempt Answer::Declined,
+                    Err(error) => {
+                        skipped.push(route.fail("can_serialize", &error));
+                        break 'attempt Answer::Failed(error);
+                    }
+                }
+                let sink = new_sink(route).map_err(DispatchError::Sink)?;
+                let mut counting = CountingSink { inner: sink, blobs: 0 };
+                let result = route
+                    .serializer
+                    .serialize(&call_value, &options, &mut counting)
+                    .and_then(|written| match counting.blobs {
+                        0 => Err(CallError::new(ErrorKind::Internal, "serialize wrote no blob")),
+                        _ => Ok(written),
+                    });
+                match result {
+                    Ok(written) => {
+                        return Ok(Dispatched {
+                            route: Arc::clone(route),
+                            output: (counting.inner, written),
+                            skipped,
+                        })
+                    }
+                    Err(error) => {
+                        skipped.push(route.fail("serialize", &error));
+                        Answer::Failed(error)
+                    }
+                }
+            };
+            attempts.push(Attempt {
+                plugin: route.name.clone(),
+                priority: route.priority,
+                answer,
+            });
+        }
+        Err(DispatchError::NoSerializer {
+            kind: value.kind(),
+            attempts,
+        })
+    }
+
+    /// Asks each candidate `can_serialize`, stopping at the first yes:
+    /// what `stowage explain --json VALUE` prints.
+    pub fn explain_value(&self, value: &Value) -> Vec<Attempt> {
+        let call_value = CallValue::new(value);
+        let mut won = false;
+        self.for_kind(value.kind())
+            .iter()
+            .map(|route| {
+                let answer = if won {
+                    Answer::NotAsked
+                } else {
+                    match route.serializer.can_serialize(&call_value) {
+                        Ok(true) => {
+                            won = true;
+                            Answer::Accepted
+                        }
+                        Ok(false) => Answer::Declined,
+                        Err(error) => {
+                            route.fail("can_serialize", &error);
+                            Answer::Failed(error)
+                        }
+                    }
+                };
+                Attempt {
+                    plugin: route.name.clone(),
+                    priority: route.priority,
+                    answer,
+                }
+            })
+            .collect()
+    }
+
+    /// Asks each active plugin to `sniff` `prefix`, stopping at the first
+    /// yes: the order `put FILE` and `explain FILE` use.
+    pub fn explain_file(&self, prefix: &[u8]) -> Vec<Attempt> {
+        let mut won = false;
+        self.ordered
+            .iter()
+            .map(|route| {
+                let answer = if won {
+                    Answer::NotAsked
+                } else {
+                    match route.serializer.sniff(prefix) {
+                        Ok(true) => {
+                            won = true;
+                            Answer::Accepted
+                        }
+                        Ok(false) => Answer::Declined,
+                        Err(error) => {
+                            route.fail("sniff", &error);
+                            Answer::Failed(error)
+                        }
+                    }
+                };
+                Attempt {
+                    plugin: route.name.clone(),
+                    priority: route.priority,
+                    answer,
+                }
+            })
+            .collect()
+    }
+
+    /// Ingests a file with the first plugin whose `sniff` claims it and
+    /// whose `ingest` succeeds (or with `only`, if given).
+    pub fn ingest<S: BlobSink>(
+        &self,
+        file: &[u8],
+        prefix: &[u8],
+        only: Option<&str>,
+        call_options: &[(String, String)],
+        new_sink: &mut dyn FnMut(&Route) -> Result<S, String>,
+    ) -> Result<Dispatched<(S, Written)>, DispatchError> {
+        let mut attempts = Vec::new();
+        let mut skipped = Vec::new();
+        let candidates: Vec<&Arc<Route>> = match only {
+            Some(name) => {
+                let route = self.route(name).ok_or_else(|| DispatchError::NotActive {
+                    plugin: name.to_owned(),
+                })?;
+                vec![route]
+            }
+            None => self.ordered.iter().collect(),
+        };
+        for route in candidates {
+            let answer = 'attempt: {
+                let options = match route.options(call_options) {
+                    Ok(options) => options,
+                    Err(why) => break 'attempt Answer::Ineligible(why),
+                };
+                if only.is_none() {
+                    match route.serializer.sniff(prefix) {
+                        Ok(true) => {}
+                        Ok(false) => break 'attempt Answer::Declined,
+                        Err(error) => {
+                            skipped.push(route.fail("sniff", &error));
+                            break 'attempt Answer::Failed(error);
+                        }
+                    }
+                }
+                let sink = new_sink(route).map_err(DispatchError::Sink)?;
+                let mut counting = CountingSink { inner: sink, blobs: 0 };
+                let result = route
+                    .serializer
+                    .ingest(file, &options, &mut counting)
+                    .and_then(|written| match counting.blobs {
+                        0 => Err(CallError::new(ErrorKind::Internal, "ingest wrote no blob")),
+                        _ => Ok(written),
+                    });
+                match result {
+                    Ok(written) => {
+                        return Ok(Dispatched {
+                            route: Arc::clone(route),
+                            output: (counting.inner, written),
+                            skipped,
+                        })
+                    }
+                    Err(error) => {
+                        skipped.push(route.fail("ingest", &error));
+                        Answer::Failed(error)
+                    }
+                }
+            };
+            attempts.push(Attempt {
+                plugin: route.name.clone(),
+                priority: route.priority,
+                answer,
+            });
+        }
+        Err(DispatchError::NoSniffer { attempts })
+    }
+
+    /// Candidates that read `meta.encoding`, in dispatch order.
+    fn readers<'t>(&'t self, meta: &'t ArtifactMeta) -> impl Iterator<Item = &'t Arc<Route>> + 't {
+        self.ordered
+            .iter()
+            .filter(move |r| r.serializer.info().reads.iter().any(|e| *e == meta.encoding))
+    }
+
+    /// Runs `call` on the first reader of the artifact's encoding whose
+    /// `can_deserialize` accepts it and whose call succeeds.
+    pub fn with_reader<T>(
+        &self,
+        meta: &ArtifactMeta,
+        writer: (&str, &str),
+        entry: &str,
+        call: &mut dyn FnMut(&dyn Serializer) -> Result<T, CallError>,
+    ) -> Result<Dispatched<T>, DispatchError> {
+        let mut attempts = Vec::new();
+        let mut skipped = Vec::new();
+        for route in self.readers(meta) {
+            let answer = match route.serializer.can_deserialize(meta) {
+                Ok(false) => Answer::Declined,
+                Err(error) => {
+                    skipped.push(route.fail("can_deserialize", &error));
+                    Answer::Failed(error)
+                }
+                Ok(true) => match call(route.serializer.as_ref()) {
+                    Ok(output) => {
+                        return Ok(Dispatched {
+                            route: Arc::clone(route),
+                            output,
+                            skipped,
+                        })
+                    }
+                    Err(error) => {
+                        skipped.push(route.fail(entry, &error));
+                        Answer::Failed(error)
+                    }
+                },
+            };
+            attempts.push(Attempt {
+                plugin: route.name.clone(),
+                priority: route.priority,
+                answer,
+            });
+        }
+        Err(DispatchError::NoDeserializer {
+            encoding: meta.encoding.clone(),
+            writer: writer.0.to_owned(),
+            writer_version: writer.1.to_owned(),
+            attempts,
+        })
+    }
+
+    /// Deserializes an artifact.
+    pub fn deserialize(
+        &self,
+        meta: &ArtifactMeta,
+        writer: (&str, &str),
+        blobs: &[(String, Buffer)],
+    ) -> Result<Dispatched<Value>, DispatchError> {
+        self.with_reader(meta, writer, "deserialize", &mut |s| s.deserialize(meta, blobs))
+    }
+}
+
+/// Counts the blobs a serializer starts, to catch "wrote no blob".
+struct CountingSink<S> {
+    inner: S,
+    blobs: usize,
+}
+
+impl<S: BlobSink> BlobSink for CountingSink<S> {
+    fn begin_blob(&mut self, name: &str) -> Result<(), String> {
+        self.blobs += 1;
+        self.inner.begin_blob(name)
+    }
+    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.inner.write(bytes)
+    }
+}

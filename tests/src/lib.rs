@@ -1,0 +1,300 @@
+//! The shared harness of stowage's integration tests.
+//!
+//! - [`artifacts`] builds the `stowage` binary and every fixture plugin once
+//!   per test process (`cargo build … --message-format=json`) and reads the
+//!   artifact paths back: `cargo test --workspace` does not build cdylibs
+//!   for another package, and `CARGO_BIN_EXE_stowage` does not exist here.
+//! - [`TestDir`] is a fresh directory per test with `plugin-libs/`, `store/`
+//!   and a `plugins.toml` writer; plugins are installed the way users should
+//!   install them (temp file, then rename).
+//! - [`StowageCmd`] runs the binary with a scrubbed environment.
+//! - [`wait_until`] polls with a deadline instead of sleeping.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use stowage::{Host, HostOptions, PluginStatus, State};
+
+/// Paths of the built binary and libraries.
+pub struct Artifacts {
+    /// The `stowage` executable.
+    pub stowage: PathBuf,
+    libs: HashMap<String, PathBuf>,
+    /// The target directory everything was built into.
+    pub target_dir: PathBuf,
+}
+
+impl Artifacts {
+    /// The cdylib built from crate `name` (`fixture-echo`, `legacy`, …).
+    pub fn lib(&self, name: &str) -> &Path {
+        let key = name.replace('-', "_");
+        match self.libs.get(&key) {
+            Some(path) => path,
+            None => panic!("no library {name} was built; have: {:?}", self.libs.keys()),
+        }
+    }
+}
+
+/// Packages of this workspace the tests load or run.
+const PACKAGES: &[&str] = &[
+    "stowage",
+    "fixture-echo",
+    "fixture-rival",
+    "fixture-panicky",
+    "fixture-init-panic",
+    "fixture-no-symbol",
+    "fixture-iface-major-2",
+    "fixture-iface-minor-newer",
+    "fixture-cycle-a",
+    "fixture-cycle-b",
+    "fixture-needs-echo",
+    "fixture-needs-init-panic",
+    "fixture-fake-msgpack",
+];
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    workspace_root().join("target")
+}
+
+/// Builds everything once per process and returns the paths.
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        let target_dir = target_dir();
+        let mut libs = HashMap::new();
+        let mut executables = HashMap::new();
+        let mut main = cargo_build(&target_dir);
+        main.arg("--manifest-path").arg(workspace_root().join("Cargo.toml"));
+        for package in PACKAGES {
+            main.args(["-p", package]);
+        }
+        collect(main, &mut libs, &mut executables);
+        let mut legacy = cargo_build(&target_dir);
+        legacy
+            .arg("--manifest-path")
+            .arg(workspace_root().join("tests/fixtures/api-1.0/Cargo.toml"))
+            .args(["-p", "legacy"]);
+        collect(legacy, &mut libs, &mut executables);
+        let stowage = executables
+            .remove("stowage")
+            .expect("cargo reported the stowage executable");
+        Artifacts {
+            stowage,
+            libs,
+            target_dir,
+        }
+    })
+}
+
+fn cargo_build(target_dir: &Path) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--message-format=json-render-diagnostics"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stderr(Stdio::inherit());
+    command
+}
+
+fn collect(mut command: Command, libs: &mut HashMap<String, PathBuf>, executables: &mut HashMap<String, PathBuf>) {
+    let output = command.output().expect("cargo runs");
+    assert!(output.status.success(), "building test artifacts failed: {command:?}");
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let name = message["target"]["name"].as_str().unwrap_or_default().to_owned();
+        if let Some(executable) = message["executable"].as_str() {
+            executables.insert(name.clone(), PathBuf::from(executable));
+        }
+        let kinds = message["target"]["kind"].as_array().cloned().unwrap_or_default();
+        if kinds.iter().any(|k| k == "cdylib") {
+            let files = message["filenames"].as_array().cloned().unwrap_or_default();
+            let suffix = std::env::consts::DLL_SUFFIX;
+            if let Some(lib) = files.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(suffix)) {
+                libs.insert(name, PathBuf::from(lib));
+            }
+        }
+    }
+}
+
+/// File name of a plugin library with stem `stem` on this platform.
+pub fn lib_file(stem: &str) -> String {
+    format!("{}{stem}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+}
+
+/// A fresh directory for one test.
+pub struct TestDir {
+    /// Its root.
+    pub root: PathBuf,
+}
+
+impl TestDir {
+    /// A new empty directory with `plugin-libs/` and `store/` and a minimal
+    /// `plugins.toml`.
+    pub fn new(name: &str) -> TestDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let root = target_dir()
+            .join("test-dirs")
+            .join(format!("{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("plugin-libs")).expect("create test dir");
+        fs::create_dir_all(root.join("store")).expect("create test dir");
+        let dir = TestDir { root };
+        dir.write_config("");
+        dir
+    }
+
+    /// The plugin directory.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.root.join("plugin-libs")
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("plugins.toml")
+    }
+
+    /// Writes `plugins.toml`: the `[host]` table, then `rest`.
+    pub fn write_config(&self, rest: &str) {
+        let text = format!("[host]\ndir = \"plugin-libs\"\n\n[store]\ndir = \"store\"\n\n{rest}");
+        fs::write(self.config_path(), text).expect("write plugins.toml");
+    }
+
+    /// Installs the library built from crate `name` as `lib{stem}.so`: copied
+    /// to a temp name in the directory, then renamed into place.
+    pub fn install(&self, name: &str, stem: &str) -> PathBuf {
+        let source = artifacts().lib(name);
+        let target = self.plugin_dir().join(lib_file(stem));
+        let temp = self.plugin_dir().join(format!(".{stem}.tmp"));
+        fs::copy(source, &temp).expect("copy plugin");
+        fs::rename(&temp, &target).expect("rename plugin into place");
+        target
+    }
+
+    /// Opens a host on this directory's config.
+    pub fn host(&self) -> Host {
+        match Host::open(HostOptions::with_config(self.config_path())) {
+            Ok(host) => host,
+            Err(error) => panic!("host failed to open: {error}"),
+        }
+    }
+}
+
+/// The status row of `name`.
+#[track_caller]
+pub fn status_of(host: &Host, name: &str) -> PluginStatus {
+    let statuses = host.snapshot().statuses();
+    match statuses.iter().find(|s| s.name == name) {
+        Some(status) => status.clone(),
+        None => panic!(
+            "no serializer {name}; have: {:?}",
+            statuses.iter().map(|s| &s.name).collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// Asserts `name`'s state and its one-line reason (`last_error` for broken
+/// plugins, `awaiting` for pending ones, nothing otherwise).
+#[track_caller]
+pub fn assert_state(host: &Host, name: &str, state: State, reason: Option<&str>) {
+    let status = status_of(host, name);
+    let actual_reason = match state {
+        State::Pending => status.awaiting.as_deref(),
+        _ => status.last_error.as_deref(),
+    };
+    assert_eq!(
+        (status.state, actual_reason),
+        (state, reason),
+        "state of {name} (full status: {status:?})"
+    );
+}
+
+/// Polls `probe` until it returns `Some` or `deadline` passes.
+pub fn wait_until<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(found) = probe() {
+            return Some(found);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `stowage` binary in a test directory, with a scrubbed environment.
+pub struct StowageCmd {
+    command: Command,
+}
+
+impl StowageCmd {
+    /// `stowage ARGS…` run in `dir`.
+    pub fn new(dir: &TestDir, args: &[&str]) -> StowageCmd {
+        let mut command = Command::new(&artifacts().stowage);
+        command.current_dir(&dir.root).args(args).stdin(Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            if key_text.starts_with("STOWAGE_") || key_text == "RUST_LOG" || key_text == "RUST_BACKTRACE" {
+                command.env_remove(&key);
+            }
+        }
+        StowageCmd { command }
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Runs it.
+    pub fn output(mut self) -> Output {
+        self.command.output().expect("stowage runs")
+    }
+
+    /// Runs it, asserts exit 0, returns stdout.
+    #[track_caller]
+    pub fn ok(self) -> String {
+        let output = self.output();
+        assert!(
+            output.status.success(),
+            "stowage failed ({:?})\n--- stderr\n{}\n--- stdout\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs it, asserts exit `code` and that stderr is exactly one line equal
+    /// to `message`; returns stderr.
+    #[track_caller]
+    pub fn fails(self, code: i32, message: &str) -> String {
+        let output = self.output();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(code), "exit status; stderr:\n{stderr}");
+        assert_eq!(stderr.trim_end(), message, "stderr");
+        stderr
+    }
+}

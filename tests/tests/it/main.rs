@@ -1,0 +1,14 @@
+//! stowage's integration tests: real plugin libraries through the real
+//! loader, and the real `stowage` binary. One test binary, one module per
+//! area.
+
+// Discovery, every broken/pending reason, toggles, requirements, rescans.
+mod lifecycle;
+// Priority order, tie-breaks, failing and panicking candidates, fallback.
+mod dispatch;
+// Plugins built against other interface versions, including the frozen 1.0.
+mod abi_versions;
+// The `stowage` command: exit codes, status JSON, toggles, explain, watch.
+mod cli;
+// House rules checked on the source tree.
+mod tidy;
