@@ -73,7 +73,12 @@ fn is_plain(value: &Value, depth: usize) -> bool {
         return false;
     }
     match value {
-        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::String(_) | Value::Bytes(_) => true,
+        Value::Null
+        | Value::Bool(_)
+        | Value::Int(_)
+        | Value::Float(_)
+        | Value::String(_)
+        | Value::Bytes(_) => true,
         Value::List(items) => items.iter().all(|v| is_plain(v, depth + 1)),
         Value::Map(entries) => entries.iter().all(|(_, v)| is_plain(v, depth + 1)),
         _ => false,
@@ -88,7 +93,9 @@ fn to_msgpack(value: &Value) -> Result<rmpv::Value, CallError> {
         Value::Float(f) => rmpv::Value::F64(*f),
         Value::String(s) => rmpv::Value::from(s.as_str()),
         Value::Bytes(b) => rmpv::Value::Binary(b.to_vec()),
-        Value::List(items) => rmpv::Value::Array(items.iter().map(to_msgpack).collect::<Result<_, _>>()?),
+        Value::List(items) => {
+            rmpv::Value::Array(items.iter().map(to_msgpack).collect::<Result<_, _>>()?)
+        }
         Value::Map(entries) => rmpv::Value::Map(
             entries
                 .iter()
@@ -119,33 +126,50 @@ fn from_msgpack(value: rmpv::Value) -> Result<Value, CallError> {
                 .ok_or_else(|| invalid("msgpack string is not UTF-8"))?,
         ),
         rmpv::Value::Binary(b) => Value::Bytes(Buffer::from_vec(b)),
-        rmpv::Value::Array(items) => Value::List(items.into_iter().map(from_msgpack).collect::<Result<_, _>>()?),
+        rmpv::Value::Array(items) => Value::List(
+            items
+                .into_iter()
+                .map(from_msgpack)
+                .collect::<Result<_, _>>()?,
+        ),
         rmpv::Value::Map(entries) => Value::Map(
             entries
                 .into_iter()
                 .map(|(k, v)| match k {
                     rmpv::Value::String(s) => Ok((
-                        s.into_str().ok_or_else(|| invalid("msgpack map key is not UTF-8"))?,
+                        s.into_str()
+                            .ok_or_else(|| invalid("msgpack map key is not UTF-8"))?,
                         from_msgpack(v)?,
                     )),
                     other => Err(invalid(format!("msgpack map key {other} is not a string"))),
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        rmpv::Value::Ext(tag, _) => return Err(invalid(format!("msgpack extension type {tag} is not supported"))),
+        rmpv::Value::Ext(tag, _) => {
+            return Err(invalid(format!(
+                "msgpack extension type {tag} is not supported"
+            )))
+        }
     })
 }
 
 fn decode(blobs: &[(String, Buffer)]) -> Result<Value, CallError> {
     let data = match blobs {
         [(name, data)] if name == BLOB => data,
-        _ => return Err(invalid("a msgpack artifact has exactly one blob named data")),
+        _ => {
+            return Err(invalid(
+                "a msgpack artifact has exactly one blob named data",
+            ))
+        }
     };
     let mut reader: &[u8] = data;
     let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
         .map_err(|e| invalid(format!("malformed msgpack: {e}")))?;
     if !reader.is_empty() {
-        return Err(invalid(format!("{} trailing bytes after the msgpack value", reader.len())));
+        return Err(invalid(format!(
+            "{} trailing bytes after the msgpack value",
+            reader.len()
+        )));
     }
     from_msgpack(value)
 }
@@ -154,7 +178,8 @@ fn write_blob(value: &Value, sink: &mut dyn BlobSink) -> Result<Written, CallErr
     let mut bytes = Vec::new();
     rmpv::encode::write_value(&mut bytes, &to_msgpack(value)?)
         .map_err(|e| CallError::new(ErrorKind::Internal, e.to_string()))?;
-    let sink_error = |message: String| CallError::new(ErrorKind::Internal, format!("sink: {message}"));
+    let sink_error =
+        |message: String| CallError::new(ErrorKind::Internal, format!("sink: {message}"));
     sink.begin_blob(BLOB).map_err(sink_error)?;
     sink.write(&bytes).map_err(sink_error)?;
     Ok(Written {
@@ -187,7 +212,11 @@ impl Serializer for Fallback {
         Ok(meta.encoding == MSGPACK && meta.encoding_version <= MSGPACK_FORMAT_VERSION)
     }
 
-    fn deserialize(&self, _meta: &ArtifactMeta, blobs: &[(String, Buffer)]) -> Result<Value, CallError> {
+    fn deserialize(
+        &self,
+        _meta: &ArtifactMeta,
+        blobs: &[(String, Buffer)],
+    ) -> Result<Value, CallError> {
         decode(blobs)
     }
 
@@ -202,8 +231,8 @@ impl Serializer for Fallback {
         _options: &[(String, String)],
         sink: &mut dyn BlobSink,
     ) -> Result<Written, CallError> {
-        let json: serde_json::Value =
-            serde_json::from_slice(file).map_err(|e| invalid(format!("not a JSON document: {e}")))?;
+        let json: serde_json::Value = serde_json::from_slice(file)
+            .map_err(|e| invalid(format!("not a JSON document: {e}")))?;
         let value = Value::from_json(&json).map_err(|e| invalid(e.to_string()))?;
         write_blob(&value, sink)
     }
@@ -223,7 +252,11 @@ impl Serializer for Fallback {
             .map_err(|e| CallError::new(ErrorKind::Internal, e.to_string()))
     }
 
-    fn describe(&self, meta: &ArtifactMeta, blobs: &[(String, Buffer)]) -> Result<Option<String>, CallError> {
+    fn describe(
+        &self,
+        meta: &ArtifactMeta,
+        blobs: &[(String, Buffer)],
+    ) -> Result<Option<String>, CallError> {
         let value = decode(blobs)?;
         let rendering = match value.to_json() {
             Ok(json) => json.to_string(),
@@ -234,7 +267,10 @@ impl Serializer for Fallback {
             Some((at, _)) => format!("{}…", &rendering[..at]),
             None => rendering,
         };
-        Ok(Some(format!("{} (msgpack v{}): {shown}", meta.obj_type, meta.encoding_version)))
+        Ok(Some(format!(
+            "{} (msgpack v{}): {shown}",
+            meta.obj_type, meta.encoding_version
+        )))
     }
 }
 
@@ -270,7 +306,14 @@ mod tests {
             ("i".into(), Value::Int(i64::MIN)),
             ("f".into(), Value::Float(-0.25)),
             ("b".into(), Value::Bytes(Buffer::from_vec(vec![0, 255]))),
-            ("l".into(), Value::List(vec![Value::Null, Value::Bool(true), Value::String("é".into())])),
+            (
+                "l".into(),
+                Value::List(vec![
+                    Value::Null,
+                    Value::Bool(true),
+                    Value::String("é".into()),
+                ]),
+            ),
         ]);
         assert_eq!(round_trip(&value), value);
     }
@@ -283,7 +326,10 @@ mod tests {
             data: Buffer::from_vec(vec![0; 4]),
         });
         let value = Value::List(vec![tensor]);
-        assert_eq!(Fallback::default().can_serialize(&CallValue::new(&value)), Ok(false));
+        assert_eq!(
+            Fallback::default().can_serialize(&CallValue::new(&value)),
+            Ok(false)
+        );
     }
 
     #[test]
@@ -296,7 +342,9 @@ mod tests {
             info: vec![],
             blobs: vec![],
         };
-        let error = Fallback::default().deserialize(&meta, &blobs).expect_err("refused");
+        let error = Fallback::default()
+            .deserialize(&meta, &blobs)
+            .expect_err("refused");
         assert_eq!(error, invalid("1 trailing bytes after the msgpack value"));
     }
 }

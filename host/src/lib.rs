@@ -72,7 +72,8 @@ impl HostOptions {
     /// `./plugins.toml`; toggles from `STOWAGE_PLUGINS`.
     pub fn from_env(config_flag: Option<&Path>) -> Self {
         let env_config: Option<OsString> = std::env::var_os("STOWAGE_CONFIG");
-        let (config_path, config_explicit) = config::resolve_config_path(config_flag, env_config.as_deref());
+        let (config_path, config_explicit) =
+            config::resolve_config_path(config_flag, env_config.as_deref());
         HostOptions {
             config_path,
             config_explicit,
@@ -115,7 +116,12 @@ pub struct Host {
 
 impl Host {
     /// Reads the configuration and loads every plugin it finds.
-    pub fn open(options: HostOptions) -> Result<Host, Error> {
+    pub fn open(mut options: HostOptions) -> Result<Host, Error> {
+        // Absolute, so status, warnings and derived directories do not
+        // depend on where the reader stands.
+        if let Ok(absolute) = std::path::absolute(&options.config_path) {
+            options.config_path = absolute;
+        }
         let mut lifecycle = lifecycle::Lifecycle::default();
         let (config, toggles) = load_config(&options)?;
         let snapshot = lifecycle.rescan(config, &toggles);
@@ -131,15 +137,26 @@ impl Host {
     /// On a config error the previous state is kept and the error returned.
     pub fn rescan(&self) -> Result<(), Error> {
         let (config, toggles) = load_config(&self.options)?;
-        let mut lifecycle = self.lifecycle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut lifecycle = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let snapshot = Arc::new(lifecycle.rescan(config, &toggles));
-        *self.snapshot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
         Ok(())
     }
 
     /// The current state of every serializer.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.snapshot.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        Arc::clone(
+            &self
+                .snapshot
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// Where the configuration was read from.
@@ -159,7 +176,11 @@ impl Host {
     }
 
     /// Serializes `value` into memory.
-    pub fn serialize_to_memory(&self, value: &Value, options: &[(String, String)]) -> Result<Serialized, Error> {
+    pub fn serialize_to_memory(
+        &self,
+        value: &Value,
+        options: &[(String, String)],
+    ) -> Result<Serialized, Error> {
         let dispatched = self.serialize_with(value, options, &mut |_| Ok(MemorySink::default()))?;
         let (sink, written) = dispatched.output;
         Ok(Serialized {
@@ -194,13 +215,15 @@ impl Host {
     ) -> Result<registry::Dispatched<()>, Error> {
         // Each attempt writes into memory first so a failing candidate never
         // leaves half a file behind.
-        let dispatched = self.snapshot().table.with_reader(meta, writer, "export", &mut |s| {
-            let mut file = Vec::new();
-            s.export(meta, blobs, &mut file).map(|()| file)
-        })?;
-        out.write_all(&dispatched.output).map_err(|e| {
-            DispatchError::Sink(format!("writing the exported file: {e}"))
-        })?;
+        let dispatched = self
+            .snapshot()
+            .table
+            .with_reader(meta, writer, "export", &mut |s| {
+                let mut file = Vec::new();
+                s.export(meta, blobs, &mut file).map(|()| file)
+            })?;
+        out.write_all(&dispatched.output)
+            .map_err(|e| DispatchError::Sink(format!("writing the exported file: {e}")))?;
         Ok(registry::Dispatched {
             route: dispatched.route,
             output: (),
@@ -216,16 +239,23 @@ impl Host {
         writer: (&str, &str),
         blobs: &[(String, Buffer)],
     ) -> Result<registry::Dispatched<String>, Error> {
-        Ok(self.snapshot().table.with_reader(meta, writer, "describe", &mut |s| {
-            Ok(s.describe(meta, blobs)?.unwrap_or_else(|| generic_description(meta)))
-        })?)
+        Ok(self
+            .snapshot()
+            .table
+            .with_reader(meta, writer, "describe", &mut |s| {
+                Ok(s.describe(meta, blobs)?
+                    .unwrap_or_else(|| generic_description(meta)))
+            })?)
     }
 }
 
 /// Type, encoding and blob sizes: the rendering used when a serializer has
 /// no `describe`.
 pub fn generic_description(meta: &ArtifactMeta) -> String {
-    let mut out = format!("{} ({} v{})", meta.obj_type, meta.encoding, meta.encoding_version);
+    let mut out = format!(
+        "{} ({} v{})",
+        meta.obj_type, meta.encoding, meta.encoding_version
+    );
     for (name, size) in &meta.blobs {
         out.push_str(&format!("\n  blob {name}: {size} bytes"));
     }

@@ -299,20 +299,32 @@ impl Candidate {
 
 /// File name of the library for a stem on this platform.
 pub fn library_file_name(stem: &str) -> String {
-    format!("{}{stem}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+    format!(
+        "{}{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
 }
 
 fn provisional_name(path: &Path) -> String {
-    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+    let file = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
     let stem = file
         .strip_suffix(std::env::consts::DLL_SUFFIX)
         .unwrap_or(file);
-    let stem = stem.strip_prefix(std::env::consts::DLL_PREFIX).unwrap_or(stem);
+    let stem = stem
+        .strip_prefix(std::env::consts::DLL_PREFIX)
+        .unwrap_or(stem);
     stem.strip_prefix("stowage_").unwrap_or(stem).to_owned()
 }
 
 fn same_name(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y || (x == b'-' || x == b'_') && (y == b'-' || y == b'_'))
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || (x == b'-' || x == b'_') && (y == b'-' || y == b'_'))
 }
 
 /// Library files directly in `dir`: platform suffix, no dotfiles, no `*.tmp`.
@@ -328,7 +340,9 @@ fn scan_dir(dir: &Path, warnings: &mut Vec<String>) -> Vec<PathBuf> {
         .filter_map(Result::ok)
         .filter(|entry| {
             let name = entry.file_name();
-            let Some(name) = name.to_str() else { return false };
+            let Some(name) = name.to_str() else {
+                return false;
+            };
             !name.starts_with('.')
                 && !name.ends_with(".tmp")
                 && name.ends_with(std::env::consts::DLL_SUFFIX)
@@ -353,7 +367,9 @@ impl Lifecycle {
         check_loaded(&mut candidates);
         resolve_requirements(&mut candidates);
         for candidate in &mut candidates {
-            if candidate.state == State::Importing || candidate.state == State::Known && candidate.is_candidate_for_active() {
+            if candidate.state == State::Importing
+                || candidate.state == State::Known && candidate.is_candidate_for_active()
+            {
                 candidate.state = State::Active;
             }
         }
@@ -377,21 +393,38 @@ impl Lifecycle {
             load_ms: None,
         };
         let fallback_entry = config.entry(FALLBACK_NAME);
-        let mut fallback = new(FALLBACK_NAME.to_owned(), Origin::Config, None, fallback_entry);
+        let mut fallback = new(
+            FALLBACK_NAME.to_owned(),
+            Origin::Config,
+            None,
+            fallback_entry,
+        );
         fallback.builtin = true;
         fallback.serializer = Some(Arc::clone(&self.fallback) as Arc<dyn Serializer>);
         let mut candidates = vec![fallback];
 
         for entry in config.plugins.iter().filter(|e| e.name != FALLBACK_NAME) {
-            let path = config.plugin_dir.join(library_file_name(&entry.library_stem()));
-            candidates.push(new(entry.name.clone(), Origin::Config, Some(path), Some(entry)));
+            let path = config
+                .plugin_dir
+                .join(library_file_name(&entry.library_stem()));
+            candidates.push(new(
+                entry.name.clone(),
+                Origin::Config,
+                Some(path),
+                Some(entry),
+            ));
         }
         let claimed: HashSet<PathBuf> = candidates.iter().filter_map(|c| c.path.clone()).collect();
         for path in scan_dir(&config.plugin_dir, warnings) {
             if claimed.contains(&path) {
                 continue;
             }
-            let mut candidate = new(provisional_name(&path), Origin::Directory, Some(path.clone()), None);
+            let mut candidate = new(
+                provisional_name(&path),
+                Origin::Directory,
+                Some(path.clone()),
+                None,
+            );
             if !config.autoload {
                 candidate.enabled = false;
                 candidate.autoload_off = true;
@@ -406,13 +439,26 @@ impl Lifecycle {
         if candidate.builtin {
             return;
         }
-        let Some(path) = candidate.path.clone() else { return };
+        let Some(path) = candidate.path.clone() else {
+            return;
+        };
         let stamp = FileStamp::of(&path);
-        let loaded_before = matches!(self.libraries.get(&path), Some(Library { outcome: Outcome::Loaded(_), .. }));
+        let loaded_before = matches!(
+            self.libraries.get(&path),
+            Some(Library {
+                outcome: Outcome::Loaded(_),
+                ..
+            })
+        );
         if !candidate.enabled {
             // Not opened for a disabled plugin; one loaded earlier still shows
             // what it is.
-            if let Some(Library { outcome: Outcome::Loaded(serializer), load_ms, .. }) = self.libraries.get(&path) {
+            if let Some(Library {
+                outcome: Outcome::Loaded(serializer),
+                load_ms,
+                ..
+            }) = self.libraries.get(&path)
+            {
                 candidate.serializer = Some(Arc::clone(serializer));
                 candidate.load_ms = Some(*load_ms);
             }
@@ -423,7 +469,11 @@ impl Lifecycle {
             return;
         }
         let reuse = match self.libraries.get(&path) {
-            Some(Library { outcome: Outcome::Loaded(_), stamp: old, .. }) => {
+            Some(Library {
+                outcome: Outcome::Loaded(_),
+                stamp: old,
+                ..
+            }) => {
                 if *old != stamp {
                     warnings.push(format!(
                         "{}: changed on disk; restart to load the new version",
@@ -432,7 +482,11 @@ impl Lifecycle {
                 }
                 true
             }
-            Some(Library { outcome: Outcome::Failed(_), stamp: old, .. }) => *old == stamp,
+            Some(Library {
+                outcome: Outcome::Failed(_),
+                stamp: old,
+                ..
+            }) => *old == stamp,
             _ => false,
         };
         if !reuse {
@@ -443,15 +497,26 @@ impl Lifecycle {
                 sha256: candidate.entry.as_ref().and_then(|e| e.sha256.as_deref()),
             };
             let outcome = match loader::open(&path, &checks) {
-                Ok(Opened::Plugin(plugin)) => Outcome::Loaded(Arc::new(plugin)),
+                Ok(Opened::Plugin(plugin)) => {
+                    Outcome::Loaded(Arc::from(plugin as Box<dyn Serializer>))
+                }
                 Ok(Opened::MissingDependency(dependency)) => Outcome::MissingDependency(dependency),
                 Err(error) => Outcome::Failed(error),
             };
             let load_ms = started.elapsed().as_secs_f64() * 1000.0;
             tracing::debug!(target: "stowage::loader", path = %path.display(), load_ms, "opened");
-            self.libraries.insert(path.clone(), Library { stamp, outcome, load_ms });
+            self.libraries.insert(
+                path.clone(),
+                Library {
+                    stamp,
+                    outcome,
+                    load_ms,
+                },
+            );
         }
-        let Some(library) = self.libraries.get(&path) else { return };
+        let Some(library) = self.libraries.get(&path) else {
+            return;
+        };
         candidate.load_ms = Some(library.load_ms);
         candidate.state = State::Importing;
         match &library.outcome {
@@ -471,8 +536,12 @@ impl Lifecycle {
         if from != Some(to) {
             let from = from.map_or("new", State::name);
             match reason {
-                Some(reason) => tracing::info!(target: "stowage::lifecycle", plugin = name, from, to = to.name(), reason),
-                None => tracing::info!(target: "stowage::lifecycle", plugin = name, from, to = to.name()),
+                Some(reason) => {
+                    tracing::info!(target: "stowage::lifecycle", plugin = name, from, to = to.name(), reason)
+                }
+                None => {
+                    tracing::info!(target: "stowage::lifecycle", plugin = name, from, to = to.name())
+                }
             }
         }
     }
@@ -484,7 +553,12 @@ impl Lifecycle {
         }
     }
 
-    fn snapshot(&mut self, candidates: Vec<Candidate>, warnings: Vec<String>, config: Config) -> Snapshot {
+    fn snapshot(
+        &mut self,
+        candidates: Vec<Candidate>,
+        warnings: Vec<String>,
+        config: Config,
+    ) -> Snapshot {
         let mut routes = Vec::new();
         let mut rows = Vec::new();
         for candidate in candidates {
@@ -496,7 +570,11 @@ impl Lifecycle {
                     routes.push(Route {
                         name: candidate.name.clone(),
                         priority,
-                        config_options: candidate.entry.as_ref().map(|e| e.options.clone()).unwrap_or_default(),
+                        config_options: candidate
+                            .entry
+                            .as_ref()
+                            .map(|e| e.options.clone())
+                            .unwrap_or_default(),
                         serializer: Arc::clone(serializer),
                         stats: Arc::clone(&stats),
                     });
@@ -516,7 +594,9 @@ impl Lifecycle {
                     version: info.map(|i| i.version.to_string()),
                     interface_version: info.map(|i| i.interface_version.clone()),
                     library: candidate.path.clone(),
-                    kinds: info.map(|i| i.kinds.iter().map(|k| k.name().to_owned()).collect()).unwrap_or_default(),
+                    kinds: info
+                        .map(|i| i.kinds.iter().map(|k| k.name().to_owned()).collect())
+                        .unwrap_or_default(),
                     encodings,
                     awaiting: candidate.awaiting.clone(),
                     last_error: candidate.error.clone(),
@@ -548,7 +628,11 @@ impl Lifecycle {
             .iter()
             .map(|row| {
                 let s = &row.status;
-                (group(s.state), position.get(s.name.as_str()).copied().unwrap_or(0), s.name.clone())
+                (
+                    group(s.state),
+                    position.get(s.name.as_str()).copied().unwrap_or(0),
+                    s.name.clone(),
+                )
             })
             .collect();
         let mut indexed: Vec<(usize, Row)> = rows.into_iter().enumerate().collect();
@@ -565,12 +649,20 @@ impl Lifecycle {
 fn effective_priority(candidate: &Candidate, info: &PluginInfo) -> u32 {
     let configured = candidate.entry.as_ref().and_then(|e| e.priority);
     if candidate.builtin {
-        return configured.unwrap_or(FALLBACK_PRIORITY).min(FALLBACK_PRIORITY);
+        return configured
+            .unwrap_or(FALLBACK_PRIORITY)
+            .min(FALLBACK_PRIORITY);
     }
-    configured.unwrap_or(info.default_priority).min(MAX_PLUGIN_PRIORITY)
+    configured
+        .unwrap_or(info.default_priority)
+        .min(MAX_PLUGIN_PRIORITY)
 }
 
-fn apply_toggles(candidates: &mut [Candidate], toggles: &[(String, bool)], warnings: &mut Vec<String>) {
+fn apply_toggles(
+    candidates: &mut [Candidate],
+    toggles: &[(String, bool)],
+    warnings: &mut Vec<String>,
+) {
     for (name, enabled) in toggles {
         let mut matched = false;
         for candidate in candidates.iter_mut().filter(|c| same_name(&c.name, name)) {
@@ -583,7 +675,10 @@ fn apply_toggles(candidates: &mut [Candidate], toggles: &[(String, bool)], warni
             warnings.push(format!("STOWAGE_PLUGINS names unknown plugin {name}"));
         }
     }
-    for candidate in candidates.iter_mut().filter(|c| !c.enabled && !c.autoload_off) {
+    for candidate in candidates
+        .iter_mut()
+        .filter(|c| !c.enabled && !c.autoload_off)
+    {
         candidate.state = State::Disabled;
     }
 }
@@ -596,11 +691,17 @@ fn check_loaded(candidates: &mut [Candidate]) {
         if candidate.builtin || candidate.state == State::Disabled {
             continue;
         }
-        let Some(info) = candidate.info().cloned() else { continue };
+        let Some(info) = candidate.info().cloned() else {
+            continue;
+        };
         if candidate.error.is_some() {
             continue;
         }
-        let path = candidate.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let path = candidate
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         if candidate.origin == Origin::Config && info.name != candidate.name {
             candidate.break_with(ResolveError::NameMismatch {
                 table: candidate.name.clone(),
@@ -619,8 +720,15 @@ fn check_loaded(candidates: &mut [Candidate]) {
             }
         }
         if let Some(entry) = &candidate.entry {
-            if let Some((key, _)) = entry.options.iter().find(|(k, _)| !info.option_keys.contains(k)) {
-                candidate.break_with(ResolveError::ConfigOption(crate::registry::unknown_option(key, &info.option_keys)));
+            if let Some((key, _)) = entry
+                .options
+                .iter()
+                .find(|(k, _)| !info.option_keys.contains(k))
+            {
+                candidate.break_with(ResolveError::ConfigOption(crate::registry::unknown_option(
+                    key,
+                    &info.option_keys,
+                )));
                 continue;
             }
         }
@@ -663,12 +771,20 @@ fn resolve_requirements(candidates: &mut [Candidate]) {
     }
 }
 
-fn resolve(i: usize, candidates: &[Candidate], memo: &mut Vec<Option<Resolution>>, stack: &mut Vec<usize>) -> Resolution {
+fn resolve(
+    i: usize,
+    candidates: &[Candidate],
+    memo: &mut Vec<Option<Resolution>>,
+    stack: &mut Vec<usize>,
+) -> Resolution {
     if let Some(done) = &memo[i] {
         return done.clone();
     }
     if let Some(at) = stack.iter().position(|&j| j == i) {
-        let mut names: Vec<&str> = stack[at..].iter().map(|&j| candidates[j].name.as_str()).collect();
+        let mut names: Vec<&str> = stack[at..]
+            .iter()
+            .map(|&j| candidates[j].name.as_str())
+            .collect();
         names.push(&candidates[i].name);
         let cycle = ResolveError::Cycle(names.join(" -> "));
         for &j in &stack[at..] {
@@ -681,7 +797,10 @@ fn resolve(i: usize, candidates: &[Candidate], memo: &mut Vec<Option<Resolution>
         // Not resolvable here: its own state stands.
         return Resolution::Ready;
     }
-    let requires: Vec<(String, VersionReq)> = candidate.info().map(|i| i.requires.clone()).unwrap_or_default();
+    let requires: Vec<(String, VersionReq)> = candidate
+        .info()
+        .map(|i| i.requires.clone())
+        .unwrap_or_default();
     stack.push(i);
     let mut outcome = Resolution::Ready;
     for (dependency, requirement) in requires {
@@ -692,19 +811,31 @@ fn resolve(i: usize, candidates: &[Candidate], memo: &mut Vec<Option<Resolution>
             .min_by_key(|(_, c)| !c.is_candidate_for_active());
         let this = match found {
             None => Resolution::Waiting(dependency.clone()),
-            Some((_, dep)) if !dep.enabled => Resolution::Waiting(format!("{dependency} (disabled)")),
-            Some((_, dep)) if dep.state == State::Broken => Resolution::Broken(ResolveError::DependencyBroken(dependency.clone())),
-            Some((_, dep)) if !dep.is_candidate_for_active() => Resolution::Waiting(dependency.clone()),
+            Some((_, dep)) if !dep.enabled => {
+                Resolution::Waiting(format!("{dependency} (disabled)"))
+            }
+            Some((_, dep)) if dep.state == State::Broken => {
+                Resolution::Broken(ResolveError::DependencyBroken(dependency.clone()))
+            }
+            Some((_, dep)) if !dep.is_candidate_for_active() => {
+                Resolution::Waiting(dependency.clone())
+            }
             Some((j, dep)) => match resolve(j, candidates, memo, stack) {
-                Resolution::Broken(ResolveError::Cycle(cycle)) if memo[i].is_some() => Resolution::Broken(ResolveError::Cycle(cycle)),
-                Resolution::Broken(_) => Resolution::Broken(ResolveError::DependencyBroken(dependency.clone())),
+                Resolution::Broken(ResolveError::Cycle(cycle)) if memo[i].is_some() => {
+                    Resolution::Broken(ResolveError::Cycle(cycle))
+                }
+                Resolution::Broken(_) => {
+                    Resolution::Broken(ResolveError::DependencyBroken(dependency.clone()))
+                }
                 Resolution::Waiting(_) => Resolution::Waiting(dependency.clone()),
                 Resolution::Ready => match dep.info() {
-                    Some(info) if !requirement.matches(&info.version) => Resolution::Broken(ResolveError::DependencyVersion {
-                        dependency: dependency.clone(),
-                        requirement: requirement.to_string(),
-                        version: info.version.to_string(),
-                    }),
+                    Some(info) if !requirement.matches(&info.version) => {
+                        Resolution::Broken(ResolveError::DependencyVersion {
+                            dependency: dependency.clone(),
+                            requirement: requirement.to_string(),
+                            version: info.version.to_string(),
+                        })
+                    }
                     _ => Resolution::Ready,
                 },
             },

@@ -200,7 +200,8 @@ fn tried(attempts: &[Attempt]) -> String {
     if shown.is_empty() {
         return "; no active candidate".to_owned();
     }
-    let invalid_first = |a: &&Attempt| !matches!(&a.answer, Answer::Failed(e) if e.kind == ErrorKind::InvalidInput);
+    let invalid_first =
+        |a: &&Attempt| !matches!(&a.answer, Answer::Failed(e) if e.kind == ErrorKind::InvalidInput);
     let mut ordered = shown;
     ordered.sort_by_key(invalid_first);
     let parts: Vec<String> = ordered
@@ -232,7 +233,12 @@ impl DispatchTable {
     pub fn new(mut routes: Vec<Route>) -> Self {
         routes.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
         let ordered: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
-        let slots = Kind::ALL.iter().map(|k| k.tag() as usize).max().unwrap_or(0) + 1;
+        let slots = Kind::ALL
+            .iter()
+            .map(|k| k.tag() as usize)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let mut by_kind = vec![Vec::new(); slots];
         for route in &ordered {
             for kind in &route.serializer.info().kinds {
@@ -249,7 +255,9 @@ impl DispatchTable {
 
     /// Routes claiming `kind`, in dispatch order.
     pub fn for_kind(&self, kind: Kind) -> &[Arc<Route>] {
-        self.by_kind.get(kind.tag() as usize).map_or(&[], Vec::as_slice)
+        self.by_kind
+            .get(kind.tag() as usize)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The active route named `name`.
@@ -284,12 +292,18 @@ impl DispatchTable {
                     }
                 }
                 let sink = new_sink(route).map_err(DispatchError::Sink)?;
-                let mut counting = CountingSink { inner: sink, blobs: 0 };
+                let mut counting = CountingSink {
+                    inner: sink,
+                    blobs: 0,
+                };
                 let result = route
                     .serializer
                     .serialize(&call_value, &options, &mut counting)
                     .and_then(|written| match counting.blobs {
-                        0 => Err(CallError::new(ErrorKind::Internal, "serialize wrote no blob")),
+                        0 => Err(CallError::new(
+                            ErrorKind::Internal,
+                            "serialize wrote no blob",
+                        )),
                         _ => Ok(written),
                     });
                 match result {
@@ -315,6 +329,23 @@ impl DispatchTable {
         Err(DispatchError::NoSerializer {
             kind: value.kind(),
             attempts,
+        })
+    }
+
+    /// The candidate `serialize` would hand the value to: the first route
+    /// claiming its kind whose `can_serialize` says yes. Failures are
+    /// counted and skipped as in `serialize`; nothing is allocated for
+    /// declining candidates.
+    pub fn first_acceptor(&self, value: &Value) -> Option<&Arc<Route>> {
+        let call_value = CallValue::new(value);
+        self.for_kind(value.kind()).iter().find(|route| {
+            match route.serializer.can_serialize(&call_value) {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    route.fail("can_serialize", &error);
+                    false
+                }
+            }
         })
     }
 
@@ -419,7 +450,10 @@ impl DispatchTable {
                     }
                 }
                 let sink = new_sink(route).map_err(DispatchError::Sink)?;
-                let mut counting = CountingSink { inner: sink, blobs: 0 };
+                let mut counting = CountingSink {
+                    inner: sink,
+                    blobs: 0,
+                };
                 let result = route
                     .serializer
                     .ingest(file, &options, &mut counting)
@@ -454,7 +488,7 @@ impl DispatchTable {
     fn readers<'t>(&'t self, meta: &'t ArtifactMeta) -> impl Iterator<Item = &'t Arc<Route>> + 't {
         self.ordered
             .iter()
-            .filter(move |r| r.serializer.info().reads.iter().any(|e| *e == meta.encoding))
+            .filter(move |r| r.serializer.info().reads.contains(&meta.encoding))
     }
 
     /// Runs `call` on the first reader of the artifact's encoding whose
@@ -510,7 +544,9 @@ impl DispatchTable {
         writer: (&str, &str),
         blobs: &[(String, Buffer)],
     ) -> Result<Dispatched<Value>, DispatchError> {
-        self.with_reader(meta, writer, "deserialize", &mut |s| s.deserialize(meta, blobs))
+        self.with_reader(meta, writer, "deserialize", &mut |s| {
+            s.deserialize(meta, blobs)
+        })
     }
 }
 

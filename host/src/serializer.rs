@@ -2,8 +2,8 @@
 //! ([`crate::loader::ForeignPlugin`]) or the built-in MessagePack fallback
 //! ([`crate::fallback`]): one trait, plain Rust types, no ABI.
 //!
-//! Invariant: nothing here names an abi_stable type; the loader converts at
-//! its edge.
+//! Invariant: nothing here names an ABI type; the loader converts at its
+//! edge.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -171,7 +171,11 @@ pub trait Serializer: Send + Sync {
     /// Whether it reads an artifact with this metadata.
     fn can_deserialize(&self, meta: &ArtifactMeta) -> Result<bool, CallError>;
     /// Rebuilds the value (may point into `blobs`, which it keeps alive).
-    fn deserialize(&self, meta: &ArtifactMeta, blobs: &[(String, Buffer)]) -> Result<Value, CallError>;
+    fn deserialize(
+        &self,
+        meta: &ArtifactMeta,
+        blobs: &[(String, Buffer)],
+    ) -> Result<Value, CallError>;
     /// Whether a file starting with `prefix` is in its format.
     fn sniff(&self, prefix: &[u8]) -> Result<bool, CallError>;
     /// Validates and stores a file in its format.
@@ -189,5 +193,9 @@ pub trait Serializer: Send + Sync {
         out: &mut dyn Write,
     ) -> Result<(), CallError>;
     /// The WIRE rendering; `Ok(None)` when the serializer has no `describe`.
-    fn describe(&self, meta: &ArtifactMeta, blobs: &[(String, Buffer)]) -> Result<Option<String>, CallError>;
+    fn describe(
+        &self,
+        meta: &ArtifactMeta,
+        blobs: &[(String, Buffer)],
+    ) -> Result<Option<String>, CallError>;
 }

@@ -84,9 +84,12 @@ impl Value {
                 }
             }
             serde_json::Value::String(s) => Value::String(s.clone()),
-            serde_json::Value::Array(items) => {
-                Value::List(items.iter().map(Value::from_json).collect::<Result<_, _>>()?)
-            }
+            serde_json::Value::Array(items) => Value::List(
+                items
+                    .iter()
+                    .map(Value::from_json)
+                    .collect::<Result<_, _>>()?,
+            ),
             serde_json::Value::Object(map) => Value::Map(
                 map.iter()
                     .map(|(k, v)| Ok((k.clone(), Value::from_json(v)?)))
@@ -105,9 +108,9 @@ impl Value {
                 .map(serde_json::Value::Number)
                 .ok_or(JsonError::NonFiniteFloat(*f))?,
             Value::String(s) => serde_json::Value::String(s.clone()),
-            Value::List(items) => {
-                serde_json::Value::Array(items.iter().map(Value::to_json).collect::<Result<_, _>>()?)
-            }
+            Value::List(items) => serde_json::Value::Array(
+                items.iter().map(Value::to_json).collect::<Result<_, _>>()?,
+            ),
             Value::Map(entries) => serde_json::Value::Object(
                 entries
                     .iter()
@@ -195,7 +198,12 @@ impl ArrowTable {
 
 impl fmt::Debug for ArrowTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ArrowTable({} batches, {} rows)", self.batches.len(), self.num_rows())
+        write!(
+            f,
+            "ArrowTable({} batches, {} rows)",
+            self.batches.len(),
+            self.num_rows()
+        )
     }
 }
 
@@ -203,7 +211,11 @@ impl PartialEq for ArrowTable {
     /// Identity, not content: comparing Arrow data needs arrow-rs.
     fn eq(&self, other: &Self) -> bool {
         self.batches.len() == other.batches.len()
-            && self.batches.iter().zip(&other.batches).all(|(a, b)| Arc::ptr_eq(a, b))
+            && self
+                .batches
+                .iter()
+                .zip(&other.batches)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
 

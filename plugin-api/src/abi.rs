@@ -1,7 +1,7 @@
 //! The frozen binary interface between the host and a plugin library.
 //!
 //! Everything here is read by the host's loader and written by the SDK in
-//! [`crate::export`]; plugin authors never touch it. Three exported symbols
+//! `export_plugin!`; plugin authors never touch it. Three exported symbols
 //! make up a plugin:
 //!
 //! - `stowage_plugin_probe` ([`AbiProbe`]): a plain `#[repr(C)]` static holding

@@ -227,7 +227,9 @@ unsafe fn share_schema(src: &ArrowSchema, keeper: &Keeper) -> ArrowSchema {
         // SAFETY: a valid schema has `n_children` valid child pointers.
         let child = unsafe { &**src.children.add(i) };
         // SAFETY: children of a valid schema are valid and share its keeper.
-        children.push(Box::into_raw(Box::new(unsafe { share_schema(child, keeper) })));
+        children.push(Box::into_raw(Box::new(unsafe {
+            share_schema(child, keeper)
+        })));
     }
     let dictionary = if src.dictionary.is_null() {
         std::ptr::null_mut()
@@ -262,7 +264,9 @@ unsafe fn share_array(src: &ArrowArray, keeper: &Keeper) -> ArrowArray {
         // SAFETY: a valid array has `n_children` valid child pointers.
         let child = unsafe { &**src.children.add(i) };
         // SAFETY: children of a valid array are valid and share its keeper.
-        children.push(Box::into_raw(Box::new(unsafe { share_array(child, keeper) })));
+        children.push(Box::into_raw(Box::new(unsafe {
+            share_array(child, keeper)
+        })));
     }
     let dictionary = if src.dictionary.is_null() {
         std::ptr::null_mut()

@@ -30,7 +30,9 @@ use crate::abi::{
     AbiBlob, AbiDeclaration, AbiError, AbiErrorKind, AbiExtV1_1, AbiMetadata, AbiMetadataRef,
     AbiOwnedValue, AbiSink, AbiStrPair, AbiStringPair, AbiValue, PluginMod, PluginModRef,
 };
-use crate::plugin::{Blobs, Declaration, Metadata, MetadataRef, Options, Plugin, PluginError, Sink};
+use crate::plugin::{
+    Blobs, Declaration, Metadata, MetadataRef, Options, Plugin, PluginError, Sink,
+};
 use crate::value::{AbiTree, Value, ValueRef};
 
 /// Exports a [`Plugin`](crate::Plugin) type from a `cdylib`. Call it once, at
@@ -135,7 +137,9 @@ pub const fn ext_v1_1<P: Instance>() -> AbiExtV1_1 {
 pub const fn lib_header<P: Instance>() -> LibHeader {
     // SAFETY: `root_module_loader::<P>` returns a `PluginModRef`, the module
     // type named here, and the layout is checked by the loader.
-    unsafe { LibHeader::from_constructor::<PluginModRef>(root_module_loader::<P>, CheckTypeLayout::Yes) }
+    unsafe {
+        LibHeader::from_constructor::<PluginModRef>(root_module_loader::<P>, CheckTypeLayout::Yes)
+    }
 }
 
 extern "C" fn root_module_loader<P: Instance>() -> RootModuleResult {
@@ -238,7 +242,9 @@ extern "C" fn describe<'a, P: Instance>(
     blobs: RSlice<'a, AbiBlob<'a>>,
 ) -> RResult<RString, AbiError> {
     guard("describe", || {
-        Ok(instance::<P>()?.describe(&MetadataRef(meta), &Blobs(blobs))?.into())
+        Ok(instance::<P>()?
+            .describe(&MetadataRef(meta), &Blobs(blobs))?
+            .into())
     })
 }
 
@@ -316,7 +322,10 @@ fn pairs(items: Vec<(String, String)>) -> abi_stable::std_types::RVec<AbiStringP
 fn declaration_to_abi(decl: Declaration, crate_version: &str) -> AbiDeclaration {
     AbiDeclaration {
         name: decl.name.into(),
-        version: decl.version.unwrap_or_else(|| crate_version.to_owned()).into(),
+        version: decl
+            .version
+            .unwrap_or_else(|| crate_version.to_owned())
+            .into(),
         default_priority: decl.priority,
         kinds: strings(decl.kinds.iter().map(|k| k.name().to_owned())),
         reads: strings(decl.reads),

@@ -95,7 +95,10 @@ impl Kind {
 
     /// The kind with this wire tag, if this interface version knows it.
     pub fn from_tag(tag: u32) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|kind| kind.tag() == tag)
+        // Tags are dense from 1: index, don't search (this runs on every
+        // call into a plugin).
+        let index = usize::try_from(tag).ok()?.checked_sub(1)?;
+        Kind::ALL.get(index).copied()
     }
 
     /// The kind with this name, if this interface version knows it.
@@ -126,6 +129,13 @@ pub mod encodings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_dense_from_one_in_all_order() {
+        for (i, kind) in Kind::ALL.iter().enumerate() {
+            assert_eq!(kind.tag() as usize, i + 1);
+        }
+    }
 
     #[test]
     fn tags_and_names_are_unique_and_round_trip() {

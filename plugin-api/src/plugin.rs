@@ -72,7 +72,9 @@ pub trait Plugin: Send + Sync + 'static {
         sink: &mut Sink<'_>,
     ) -> Result<Metadata, PluginError> {
         let _ = (file, options, sink);
-        Err(PluginError::unsupported("this plugin does not ingest files"))
+        Err(PluginError::unsupported(
+            "this plugin does not ingest files",
+        ))
     }
 
     /// Writes the artifact as one standard-format file through `out` (one

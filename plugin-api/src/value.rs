@@ -385,7 +385,11 @@ impl<'a> AbiTree<'a> {
     }
 
     /// A `class_source` node.
-    pub fn class_source(qualname: &'a str, module: Option<&'a str>, source: &'a str) -> AbiValue<'a> {
+    pub fn class_source(
+        qualname: &'a str,
+        module: Option<&'a str>,
+        source: &'a str,
+    ) -> AbiValue<'a> {
         let mut node = AbiValue::empty(AbiKind(Kind::ClassSource.tag()));
         node.text = RStr::from_str(qualname);
         if let Some(module) = module {
@@ -460,6 +464,50 @@ impl<'a> AbiTree<'a> {
 }
 
 impl<'v> Value<'v> {
+    /// The same value with every borrowed payload copied.
+    pub fn into_owned(self) -> Value<'static> {
+        let owned = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        let tensor = |t: Tensor<'_>| Tensor {
+            dtype: owned(t.dtype),
+            shape: t.shape,
+            data: Cow::Owned(t.data.into_owned()),
+        };
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Int(i) => Value::Int(i),
+            Value::Float(x) => Value::Float(x),
+            Value::String(s) => Value::String(owned(s)),
+            Value::Bytes(b) => Value::Bytes(Cow::Owned(b.into_owned())),
+            Value::List(items) => Value::List(items.into_iter().map(Value::into_owned).collect()),
+            Value::Map(entries) => Value::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (owned(k), v.into_owned()))
+                    .collect(),
+            ),
+            Value::Tensor(t) => Value::Tensor(tensor(t)),
+            Value::TensorMap(m) => Value::TensorMap(TensorMap {
+                tensors: m
+                    .tensors
+                    .into_iter()
+                    .map(|(n, t)| (owned(n), tensor(t)))
+                    .collect(),
+                metadata: m
+                    .metadata
+                    .into_iter()
+                    .map(|(k, v)| (owned(k), owned(v)))
+                    .collect(),
+            }),
+            Value::Arrow(batches) => Value::Arrow(batches),
+            Value::ClassSource(c) => Value::ClassSource(ClassSource {
+                qualname: owned(c.qualname),
+                module: c.module.map(owned),
+                source: owned(c.source),
+            }),
+        }
+    }
+
     /// Builds ABI nodes for this value into `tree`, borrowing from `self`.
     pub fn to_abi<'a>(&'a mut self, tree: &mut AbiTree<'a>) -> AbiValue<'a> {
         match self {
@@ -545,7 +593,10 @@ mod tests {
         let ValueRef::Tensor(t) = entries[2].1 else {
             panic!("expected a tensor");
         };
-        assert_eq!((t.dtype(), t.shape(), t.data()), ("F32", &[1u64][..], &[0, 0, 128, 63][..]));
+        assert_eq!(
+            (t.dtype(), t.shape(), t.data()),
+            ("F32", &[1u64][..], &[0, 0, 128, 63][..])
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ const PACKAGES: &[&str] = &[
     "fixture-needs-echo",
     "fixture-needs-init-panic",
     "fixture-fake-msgpack",
+    "fixture-decliner",
 ];
 
 /// The workspace root.
@@ -80,7 +81,8 @@ pub fn artifacts() -> &'static Artifacts {
         let mut libs = HashMap::new();
         let mut executables = HashMap::new();
         let mut main = cargo_build(&target_dir);
-        main.arg("--manifest-path").arg(workspace_root().join("Cargo.toml"));
+        main.arg("--manifest-path")
+            .arg(workspace_root().join("Cargo.toml"));
         for package in PACKAGES {
             main.args(["-p", package]);
         }
@@ -105,31 +107,54 @@ pub fn artifacts() -> &'static Artifacts {
 fn cargo_build(target_dir: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
+    command.args(["build", "--message-format=json-render-diagnostics"]);
+    // Benchmarks (built without debug assertions) load release plugins.
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
     command
-        .args(["build", "--message-format=json-render-diagnostics"])
         .arg("--target-dir")
         .arg(target_dir)
         .stderr(Stdio::inherit());
     command
 }
 
-fn collect(mut command: Command, libs: &mut HashMap<String, PathBuf>, executables: &mut HashMap<String, PathBuf>) {
+fn collect(
+    mut command: Command,
+    libs: &mut HashMap<String, PathBuf>,
+    executables: &mut HashMap<String, PathBuf>,
+) {
     let output = command.output().expect("cargo runs");
-    assert!(output.status.success(), "building test artifacts failed: {command:?}");
+    assert!(
+        output.status.success(),
+        "building test artifacts failed: {command:?}"
+    );
     for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if message["reason"] != "compiler-artifact" {
             continue;
         }
-        let name = message["target"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = message["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if let Some(executable) = message["executable"].as_str() {
             executables.insert(name.clone(), PathBuf::from(executable));
         }
-        let kinds = message["target"]["kind"].as_array().cloned().unwrap_or_default();
+        let kinds = message["target"]["kind"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if kinds.iter().any(|k| k == "cdylib") {
             let files = message["filenames"].as_array().cloned().unwrap_or_default();
             let suffix = std::env::consts::DLL_SUFFIX;
-            if let Some(lib) = files.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(suffix)) {
+            if let Some(lib) = files
+                .iter()
+                .filter_map(|f| f.as_str())
+                .find(|f| f.ends_with(suffix))
+            {
                 libs.insert(name, PathBuf::from(lib));
             }
         }
@@ -138,7 +163,11 @@ fn collect(mut command: Command, libs: &mut HashMap<String, PathBuf>, executable
 
 /// File name of a plugin library with stem `stem` on this platform.
 pub fn lib_file(stem: &str) -> String {
-    format!("{}{stem}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+    format!(
+        "{}{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
 }
 
 /// A fresh directory for one test.
@@ -252,10 +281,16 @@ impl StowageCmd {
     /// `stowage ARGS…` run in `dir`.
     pub fn new(dir: &TestDir, args: &[&str]) -> StowageCmd {
         let mut command = Command::new(&artifacts().stowage);
-        command.current_dir(&dir.root).args(args).stdin(Stdio::null());
+        command
+            .current_dir(&dir.root)
+            .args(args)
+            .stdin(Stdio::null());
         for (key, _) in std::env::vars_os() {
             let key_text = key.to_string_lossy();
-            if key_text.starts_with("STOWAGE_") || key_text == "RUST_LOG" || key_text == "RUST_BACKTRACE" {
+            if key_text.starts_with("STOWAGE_")
+                || key_text == "RUST_LOG"
+                || key_text == "RUST_BACKTRACE"
+            {
                 command.env_remove(&key);
             }
         }
@@ -293,7 +328,11 @@ impl StowageCmd {
     pub fn fails(self, code: i32, message: &str) -> String {
         let output = self.output();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert_eq!(output.status.code(), Some(code), "exit status; stderr:\n{stderr}");
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "exit status; stderr:\n{stderr}"
+        );
         assert_eq!(stderr.trim_end(), message, "stderr");
         stderr
     }

@@ -44,8 +44,12 @@ impl Demo {
                 source.display()
             )
         })?;
-        fs::rename(&temp, &target).with_context(|| format!("cannot install {}", target.display()))?;
-        print(&format!("  installed {} (copied to a temp name, renamed into place)\n", target.display()))
+        fs::rename(&temp, &target)
+            .with_context(|| format!("cannot install {}", target.display()))?;
+        print(&format!(
+            "  installed {} (copied to a temp name, renamed into place)\n",
+            target.display()
+        ))
     }
     fn host(&self, toggles: Option<&str>) -> Result<Host> {
         let mut options = HostOptions::with_config(self.config());
@@ -79,18 +83,34 @@ fn round_trip(host: &Host, value: &Value) -> Result<()> {
         encoding: serialized.written.encoding.clone(),
         encoding_version: serialized.written.encoding_version,
         info: serialized.written.info.clone(),
-        blobs: serialized.blobs.iter().map(|(n, d)| (n.clone(), d.len() as u64)).collect(),
+        blobs: serialized
+            .blobs
+            .iter()
+            .map(|(n, d)| (n.clone(), d.len() as u64))
+            .collect(),
     };
     let blobs: Vec<(String, Buffer)> = serialized
         .blobs
         .into_iter()
         .map(|(name, data)| (name, Buffer::from_vec(data)))
         .collect();
-    let loaded = host.deserialize(&meta, (&serialized.plugin, &serialized.plugin_version), &blobs)?;
-    let verdict = if loaded.output == *value { "equal" } else { "DIFFERENT" };
+    let loaded = host.deserialize(
+        &meta,
+        (&serialized.plugin, &serialized.plugin_version),
+        &blobs,
+    )?;
+    let verdict = if loaded.output == *value {
+        "equal"
+    } else {
+        "DIFFERENT"
+    };
     print(&format!(
         "  {:?} -> {} ({} {}) -> {:?}: {verdict}\n",
-        value, serialized.plugin, meta.encoding, blobs.len(), loaded.output
+        value,
+        serialized.plugin,
+        meta.encoding,
+        blobs.len(),
+        loaded.output
     ))?;
     if loaded.output != *value {
         bail!("round trip through {} changed the value", serialized.plugin);
@@ -110,12 +130,19 @@ pub fn run(libs: Option<PathBuf>, dir: &Path) -> Result<()> {
     };
     if dir.exists() {
         if !dir.join(MARKER).exists() {
-            bail!("{} exists and was not made by stowage demo; pick another --dir", dir.display());
+            bail!(
+                "{} exists and was not made by stowage demo; pick another --dir",
+                dir.display()
+            );
         }
         fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    let demo = Demo { dir: dir.to_owned(), libs };
-    fs::create_dir_all(demo.plugin_dir()).with_context(|| format!("cannot create {}", dir.display()))?;
+    let demo = Demo {
+        dir: dir.to_owned(),
+        libs,
+    };
+    fs::create_dir_all(demo.plugin_dir())
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     fs::write(dir.join(MARKER), "").context("cannot write the demo marker")?;
     fs::write(
         demo.config(),
@@ -139,10 +166,18 @@ pub fn run(libs: Option<PathBuf>, dir: &Path) -> Result<()> {
 
     step("3. priority dispatch: echo and rival both have priority 50; ties go by name")?;
     store(&host, &Value::String("hello".into()), "string \"hello\"")?;
-    store(&host, &Value::Float(2.5), "float 2.5 (no plugin claims floats)")?;
+    store(
+        &host,
+        &Value::Float(2.5),
+        "float 2.5 (no plugin claims floats)",
+    )?;
     print("  setting [plugins.rival] priority = 10 ...\n")?;
     let config = fs::read_to_string(demo.config()).context("cannot read plugins.toml")?;
-    fs::write(demo.config(), format!("{config}\n[plugins.rival]\npriority = 10\n")).context("cannot write plugins.toml")?;
+    fs::write(
+        demo.config(),
+        format!("{config}\n[plugins.rival]\npriority = 10\n"),
+    )
+    .context("cannot write plugins.toml")?;
     host.rescan()?;
     store(&host, &Value::String("hello".into()), "string \"hello\"")?;
 
@@ -159,7 +194,13 @@ pub fn run(libs: Option<PathBuf>, dir: &Path) -> Result<()> {
     round_trip(&host, &Value::Int(42))?;
     round_trip(
         &host,
-        &Value::Map(vec![("pi".into(), Value::Float(3.14)), ("ok".into(), Value::Bool(true))]),
+        &Value::Map(vec![
+            ("ratio".into(), Value::Float(2.5)),
+            ("ok".into(), Value::Bool(true)),
+        ]),
     )?;
-    print(&format!("\ndemo finished; its files are in {}\n", dir.display()))
+    print(&format!(
+        "\ndemo finished; its files are in {}\n",
+        dir.display()
+    ))
 }

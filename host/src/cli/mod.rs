@@ -85,7 +85,9 @@ pub fn run(args: Args) -> Result<()> {
         Command::Status { json } => status(&open(options)?, json),
         Command::Enable { name } => toggle(options, &name, true),
         Command::Disable { name } => toggle(options, &name, false),
-        Command::Explain { file, json } => explain(&open(options)?, file.as_deref(), json.as_deref()),
+        Command::Explain { file, json } => {
+            explain(&open(options)?, file.as_deref(), json.as_deref())
+        }
         Command::Watch { interval_ms } => watch::run(open(options)?, interval_ms),
         Command::Demo { libs, dir } => demo::run(libs, &dir),
     }
@@ -109,7 +111,11 @@ fn warn_config(host: &Host) {
 pub fn warn_skipped(skipped: &[Skipped]) {
     let mut stderr = io::stderr().lock();
     for skip in skipped {
-        let _ = writeln!(stderr, "warning: skipped plugin {}: {}", skip.plugin, skip.message);
+        let _ = writeln!(
+            stderr,
+            "warning: skipped plugin {}: {}",
+            skip.plugin, skip.message
+        );
     }
 }
 
@@ -124,7 +130,8 @@ pub fn print(text: &str) -> Result<()> {
 /// The status JSON object of SPEC §7.
 pub fn status_json(host: &Host) -> serde_json::Value {
     let snapshot = host.snapshot();
-    let serializers: Vec<serde_json::Value> = snapshot.statuses().iter().map(serializer_json).collect();
+    let serializers: Vec<serde_json::Value> =
+        snapshot.statuses().iter().map(serializer_json).collect();
     json!({
         "config": host.config_path().display().to_string(),
         "dir": snapshot.config.plugin_dir.display().to_string(),
@@ -158,14 +165,27 @@ pub fn status_table(host: &Host) -> String {
     let snapshot = host.snapshot();
     let statuses = snapshot.statuses();
     let mut out = String::new();
-    let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(out, "{:width$}  {:9} {:>5}  {:10} {:28} DETAIL", "NAME", "STATE", "PRIO", "VERSION", "KINDS");
+    let width = statuses
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "{:width$}  {:9} {:>5}  {:10} {:28} DETAIL",
+        "NAME", "STATE", "PRIO", "VERSION", "KINDS"
+    );
     for s in &statuses {
         let detail = match (&s.awaiting, &s.last_error) {
             (Some(awaiting), _) => format!("awaiting {awaiting}"),
             (None, Some(error)) => error.clone(),
             (None, None) if s.builtin => "built-in fallback".to_owned(),
-            (None, None) => s.library.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            (None, None) => s
+                .library
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
         };
         let errors = if s.dispatch_errors > 0 {
             format!(" [{} dispatch errors]", s.dispatch_errors)
@@ -177,9 +197,15 @@ pub fn status_table(host: &Host) -> String {
             "{:width$}  {:9} {:>5}  {:10} {:28} {detail}{errors}",
             s.name,
             s.state.name(),
-            s.priority.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            s.priority
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
             s.version.as_deref().unwrap_or("-"),
-            if s.kinds.is_empty() { "-".to_owned() } else { s.kinds.join(",") },
+            if s.kinds.is_empty() {
+                "-".to_owned()
+            } else {
+                s.kinds.join(",")
+            },
         );
     }
     if !snapshot.warnings.is_empty() {
@@ -200,11 +226,14 @@ fn status(host: &Host, json: bool) -> Result<()> {
 }
 
 fn toggle(options: HostOptions, name: &str, enabled: bool) -> Result<()> {
-    let path = options.config_path.clone();
+    let path =
+        std::path::absolute(&options.config_path).unwrap_or_else(|_| options.config_path.clone());
     // A broken config is reported (with line:column) and left untouched.
     let known = match Host::open(options) {
         Ok(host) => host.snapshot().statuses().iter().any(|s| s.name == name),
-        Err(stowage::Error::Config(error)) if !matches!(error, config::ConfigError::NotFound { .. }) => {
+        Err(stowage::Error::Config(error))
+            if !matches!(error, config::ConfigError::NotFound { .. }) =>
+        {
             return Err(error.into())
         }
         Err(_) => false,
@@ -218,15 +247,20 @@ fn toggle(options: HostOptions, name: &str, enabled: bool) -> Result<()> {
         );
     }
     match outcome {
-        EditOutcome::AlreadySet => print(&format!("{name} is already {verb} in {}\n", path.display())),
-        EditOutcome::Changed | EditOutcome::AddedTable => print(&format!("{verb} {name} in {}\n", path.display())),
+        EditOutcome::AlreadySet => {
+            print(&format!("{name} is already {verb} in {}\n", path.display()))
+        }
+        EditOutcome::Changed | EditOutcome::AddedTable => {
+            print(&format!("{verb} {name} in {}\n", path.display()))
+        }
     }
 }
 
 fn explain(host: &Host, file: Option<&Path>, json: Option<&str>) -> Result<()> {
     let (subject, attempts, rule) = match (file, json) {
         (_, Some(text)) => {
-            let json: serde_json::Value = serde_json::from_str(text).context("--json is not valid JSON")?;
+            let json: serde_json::Value =
+                serde_json::from_str(text).context("--json is not valid JSON")?;
             let value = Value::from_json(&json)?;
             let attempts = host.snapshot().table.explain_value(&value);
             (
@@ -267,7 +301,14 @@ fn explanation(subject: &str, attempts: &[Attempt], rule: &str) -> String {
         out.push_str("  (no active candidate)\n");
     }
     for (i, attempt) in attempts.iter().enumerate() {
-        let _ = writeln!(out, "  {}. {} (priority {}): {}", i + 1, attempt.plugin, attempt.priority, attempt.answer);
+        let _ = writeln!(
+            out,
+            "  {}. {} (priority {}): {}",
+            i + 1,
+            attempt.plugin,
+            attempt.priority,
+            attempt.answer
+        );
     }
     match attempts.iter().find(|a| a.answer == Answer::Accepted) {
         Some(winner) => {
@@ -282,7 +323,9 @@ fn explanation(subject: &str, attempts: &[Attempt], rule: &str) -> String {
 pub fn read_input(path: &Path) -> Result<Vec<u8>> {
     if path == Path::new("-") {
         let mut bytes = Vec::new();
-        io::stdin().read_to_end(&mut bytes).context("reading stdin")?;
+        io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading stdin")?;
         return Ok(bytes);
     }
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))

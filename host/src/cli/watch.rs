@@ -39,8 +39,15 @@ fn states(host: &Host) -> BTreeMap<(String, String), (String, String)> {
         .statuses()
         .into_iter()
         .map(|s| {
-            let library = s.library.map(|p| p.display().to_string()).unwrap_or_default();
-            let reason = s.awaiting.map(|a| format!("awaiting {a}")).or(s.last_error).unwrap_or_default();
+            let library = s
+                .library
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let reason = s
+                .awaiting
+                .map(|a| format!("awaiting {a}"))
+                .or(s.last_error)
+                .unwrap_or_default();
             ((s.name, library), (s.state.name().to_owned(), reason))
         })
         .collect()

@@ -62,7 +62,11 @@ impl<'v> PreparedValue<'v> {
     }
 }
 
-fn build<'v>(value: &'v Value, tree: &mut AbiTree<'v>, arrow: &mut Vec<ArrowSlot<'v>>) -> AbiValue<'v> {
+fn build<'v>(
+    value: &'v Value,
+    tree: &mut AbiTree<'v>,
+    arrow: &mut Vec<ArrowSlot<'v>>,
+) -> AbiValue<'v> {
     match value {
         Value::Null => AbiTree::scalar(Kind::Null, 0),
         Value::Bool(b) => AbiTree::scalar(Kind::Bool, u64::from(*b)),
@@ -134,7 +138,10 @@ impl Drop for ForeignOwner {
 
 /// Converts a value returned by a plugin, keeping `inputs` (the blobs it was
 /// given) alive for as long as any payload of the result.
-pub(super) fn value_from_owned(owned: AbiOwnedValue, inputs: Vec<Buffer>) -> Result<Value, CallError> {
+pub(super) fn value_from_owned(
+    owned: AbiOwnedValue,
+    inputs: Vec<Buffer>,
+) -> Result<Value, CallError> {
     let root = owned.value;
     let owner: Arc<dyn Send + Sync> = Arc::new(ForeignOwner {
         owner: owned.owner,
@@ -210,7 +217,10 @@ fn read(node: &AbiValue<'_>, owner: &Arc<dyn Send + Sync>) -> Result<Value, Call
             qualname: node.text.to_string(),
             module: (node.flags & FLAG_HAS_MODULE != 0).then(|| node.text2.to_string()),
             source: String::from_utf8(node.bytes.to_vec()).map_err(|_| {
-                CallError::new(ErrorKind::Internal, "plugin returned class source that is not UTF-8")
+                CallError::new(
+                    ErrorKind::Internal,
+                    "plugin returned class source that is not UTF-8",
+                )
             })?,
         }),
         _ => {

@@ -31,7 +31,11 @@ pub struct ForeignPlugin {
 }
 
 impl ForeignPlugin {
-    pub(super) fn new(info: PluginInfo, module: PluginModRef, describe: Option<DescribeFn>) -> Self {
+    pub(super) fn new(
+        info: PluginInfo,
+        module: PluginModRef,
+        describe: Option<DescribeFn>,
+    ) -> Self {
         ForeignPlugin {
             info,
             module,
@@ -131,7 +135,10 @@ unsafe extern "C" fn bridge_begin_blob(ctx: *mut c_void, name: RStr<'_>) -> RRes
     }
 }
 
-unsafe extern "C" fn bridge_write(ctx: *mut c_void, bytes: RSlice<'_, u8>) -> RResult<(), AbiError> {
+unsafe extern "C" fn bridge_write(
+    ctx: *mut c_void,
+    bytes: RSlice<'_, u8>,
+) -> RResult<(), AbiError> {
     // SAFETY: as in `bridge_begin_blob`.
     let bridge = unsafe { &mut *(ctx as *mut SinkBridge<'_>) };
     match catch_unwind(AssertUnwindSafe(|| bridge.sink.write(bytes.as_slice()))) {
@@ -192,7 +199,12 @@ impl Serializer for ForeignPlugin {
         value.with_prepared(|prepared| {
             with_sink(sink, |abi_sink| {
                 let call = self.module.serialize();
-                result(call(prepared.for_call(), RSlice::from_slice(&options), abi_sink)).map(written)
+                result(call(
+                    prepared.for_call(),
+                    RSlice::from_slice(&options),
+                    abi_sink,
+                ))
+                .map(written)
             })
         })
     }
@@ -202,7 +214,11 @@ impl Serializer for ForeignPlugin {
         result((self.module.can_deserialize())(&parts.abi(meta)))
     }
 
-    fn deserialize(&self, meta: &ArtifactMeta, blobs: &[(String, Buffer)]) -> Result<Value, CallError> {
+    fn deserialize(
+        &self,
+        meta: &ArtifactMeta,
+        blobs: &[(String, Buffer)],
+    ) -> Result<Value, CallError> {
         let parts = MetaParts::new(meta);
         let abi_blobs = abi_blobs(blobs);
         let owned = result((self.module.deserialize())(
@@ -226,7 +242,12 @@ impl Serializer for ForeignPlugin {
         let options = str_pairs(options);
         with_sink(sink, |abi_sink| {
             let call = self.module.ingest();
-            result(call(RSlice::from_slice(file), RSlice::from_slice(&options), abi_sink)).map(written)
+            result(call(
+                RSlice::from_slice(file),
+                RSlice::from_slice(&options),
+                abi_sink,
+            ))
+            .map(written)
         })
     }
 
@@ -238,19 +259,31 @@ impl Serializer for ForeignPlugin {
     ) -> Result<(), CallError> {
         let parts = MetaParts::new(meta);
         let abi_blobs = abi_blobs(blobs);
-        let mut file = SingleFile { out, started: false };
+        let mut file = SingleFile {
+            out,
+            started: false,
+        };
         with_sink(&mut file, |abi_sink| {
             let call = self.module.export();
-            result(call(&parts.abi(meta), RSlice::from_slice(&abi_blobs), abi_sink))
+            result(call(
+                &parts.abi(meta),
+                RSlice::from_slice(&abi_blobs),
+                abi_sink,
+            ))
         })
     }
 
-    fn describe(&self, meta: &ArtifactMeta, blobs: &[(String, Buffer)]) -> Result<Option<String>, CallError> {
+    fn describe(
+        &self,
+        meta: &ArtifactMeta,
+        blobs: &[(String, Buffer)],
+    ) -> Result<Option<String>, CallError> {
         let Some(describe) = self.describe else {
             return Ok(None);
         };
         let parts = MetaParts::new(meta);
         let abi_blobs = abi_blobs(blobs);
-        result(describe(&parts.abi(meta), RSlice::from_slice(&abi_blobs))).map(|s| Some(s.into_string()))
+        result(describe(&parts.abi(meta), RSlice::from_slice(&abi_blobs)))
+            .map(|s| Some(s.into_string()))
     }
 }

@@ -38,8 +38,9 @@ use abi_stable::std_types::{RResult, RSlice, RString, RVec};
 use abi_stable::StableAbi;
 use semver::{Version, VersionReq};
 use stowage_plugin_api::abi::{
-    AbiBlob, AbiDeclaration, AbiError, AbiErrorKind, AbiExtV1_1, AbiExtension, AbiMetadataRef, AbiProbe, PluginModRef,
-    EXT_V1_1_SYMBOL, INTERFACE_MAJOR, INTERFACE_MINOR, PROBE_MAGIC, PROBE_SYMBOL,
+    AbiBlob, AbiDeclaration, AbiError, AbiErrorKind, AbiExtV1_1, AbiExtension, AbiMetadataRef,
+    AbiProbe, PluginModRef, EXT_V1_1_SYMBOL, INTERFACE_MAJOR, INTERFACE_MINOR, PROBE_MAGIC,
+    PROBE_SYMBOL,
 };
 
 pub use convert::PreparedValue;
@@ -114,7 +115,9 @@ pub enum LoadError {
         path: PathBuf,
     },
     /// Built against another interface major.
-    #[error("interface major mismatch: plugin built against interface {plugin}, host speaks {host}")]
+    #[error(
+        "interface major mismatch: plugin built against interface {plugin}, host speaks {host}"
+    )]
     InterfaceMajor {
         /// The plugin's interface version.
         plugin: String,
@@ -168,7 +171,7 @@ pub enum LoadError {
 /// What opening a library produced.
 pub enum Opened {
     /// A working plugin.
-    Plugin(ForeignPlugin),
+    Plugin(Box<ForeignPlugin>),
     /// `dlopen` could not find one of the library's own dependencies (named);
     /// installing it and rescanning may fix it.
     MissingDependency(String),
@@ -190,12 +193,11 @@ pub fn host_interface() -> String {
 /// Opens one library through every check above.
 pub fn open(path: &Path, checks: &Checks<'_>) -> Result<Opened, LoadError> {
     check_location(path, checks.plugin_dir)?;
-    let bytes = read_file(path)?;
     if let Some(expected) = checks.sha256 {
-        check_sha256(path, &bytes, expected)?;
+        check_sha256(path, &read_file(path, None)?, expected)?;
     }
-    check_elf(path, &bytes)?;
-    drop(bytes);
+    let size = fs::metadata(path).map_err(|e| read_error(path, &e))?.len();
+    check_elf(path, &read_file(path, Some(ELF_HEADERS_READ))?, size)?;
 
     let raw = match RawLibrary::load_at(path) {
         Ok(raw) => raw,
@@ -207,7 +209,8 @@ pub fn open(path: &Path, checks: &Checks<'_>) -> Result<Opened, LoadError> {
     // SAFETY: the probe proved this is a stowage plugin built against a
     // compatible interface; abi_stable checks its own header and the root
     // module's layout before anything is called.
-    let header = unsafe { lib_header_from_raw_library(&raw) }.map_err(|e| layout_error(path, &e))?;
+    let header =
+        unsafe { lib_header_from_raw_library(&raw) }.map_err(|e| layout_error(path, &e))?;
     let module = header
         .init_root_module::<PluginModRef>()
         .map_err(|e| layout_error(path, &e))?;
@@ -221,29 +224,39 @@ pub fn open(path: &Path, checks: &Checks<'_>) -> Result<Opened, LoadError> {
         Err(error) => return Err(init_error(error)),
     };
     let info = validate_declaration(declaration, &probe, describe.is_some())?;
-    Ok(Opened::Plugin(ForeignPlugin::new(info, module, describe)))
+    Ok(Opened::Plugin(Box::new(ForeignPlugin::new(
+        info, module, describe,
+    ))))
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+/// How much of a library the ELF check reads: the file header and program
+/// headers sit at the start of any real shared object.
+const ELF_HEADERS_READ: u64 = 64 * 1024;
+
+fn read_error(path: &Path, error: &std::io::Error) -> LoadError {
+    LoadError::Read {
+        path: path.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// Reads the whole file, or its first `limit` bytes.
+fn read_file(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, LoadError> {
     let mut bytes = Vec::new();
-    fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| LoadError::Read {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+    let file = fs::File::open(path).map_err(|e| read_error(path, &e))?;
+    let result = match limit {
+        Some(limit) => file.take(limit).read_to_end(&mut bytes),
+        None => (&file).read_to_end(&mut bytes),
+    };
+    result.map_err(|e| read_error(path, &e))?;
     Ok(bytes)
 }
 
 fn check_location(path: &Path, plugin_dir: &Path) -> Result<(), LoadError> {
-    let read_error = |p: &Path, e: std::io::Error| LoadError::Read {
-        path: p.to_owned(),
-        message: e.to_string(),
-    };
-    let link = fs::symlink_metadata(path).map_err(|e| read_error(path, e))?;
+    let link = fs::symlink_metadata(path).map_err(|e| read_error(path, &e))?;
     if link.file_type().is_symlink() {
-        let target = fs::canonicalize(path).map_err(|e| read_error(path, e))?;
-        let dir = fs::canonicalize(plugin_dir).map_err(|e| read_error(plugin_dir, e))?;
+        let target = fs::canonicalize(path).map_err(|e| read_error(path, &e))?;
+        let dir = fs::canonicalize(plugin_dir).map_err(|e| read_error(plugin_dir, &e))?;
         if !target.starts_with(&dir) {
             return Err(LoadError::SymlinkOutsideDir {
                 path: path.to_owned(),
@@ -258,10 +271,7 @@ fn check_location(path: &Path, plugin_dir: &Path) -> Result<(), LoadError> {
 #[cfg(unix)]
 fn check_not_world_writable(path: &Path) -> Result<(), LoadError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = fs::metadata(path).map_err(|e| LoadError::Read {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let meta = fs::metadata(path).map_err(|e| read_error(path, &e))?;
     if meta.permissions().mode() & 0o002 != 0 {
         return Err(LoadError::UnsafePermissions {
             path: path.to_owned(),
@@ -293,7 +303,7 @@ fn check_sha256(path: &Path, bytes: &[u8], expected: &str) -> Result<(), LoadErr
 
 /// Rejects non-ELF and truncated ELF files before `dlopen` sees them.
 #[cfg(target_os = "linux")]
-fn check_elf(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+fn check_elf(path: &Path, bytes: &[u8], size: u64) -> Result<(), LoadError> {
     let not_a_library = || LoadError::NotSharedLibrary {
         path: path.to_owned(),
     };
@@ -301,7 +311,6 @@ fn check_elf(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
         return Err(not_a_library());
     }
     let needed = elf_extent(bytes).ok_or_else(not_a_library)?;
-    let size = bytes.len() as u64;
     if needed > size {
         return Err(LoadError::Truncated {
             path: path.to_owned(),
@@ -313,13 +322,15 @@ fn check_elf(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn check_elf(_path: &Path, _bytes: &[u8]) -> Result<(), LoadError> {
+fn check_elf(_path: &Path, _bytes: &[u8], _size: u64) -> Result<(), LoadError> {
     Ok(())
 }
 
 /// How many bytes an ELF file's headers say it has: the end of the program
 /// header table, the section header table and every segment's file data.
-/// `None` for an ELF variant we do not read (only little-endian ELF64 here).
+/// `bytes` is the start of the file; program headers beyond it are not
+/// consulted. `None` for an ELF variant we do not read (only little-endian
+/// ELF64 here).
 #[cfg(target_os = "linux")]
 fn elf_extent(bytes: &[u8]) -> Option<u64> {
     const ELFCLASS64: u8 = 2;
@@ -356,7 +367,10 @@ fn open_failure(path: &Path, message: &str) -> Result<Opened, LoadError> {
     // the marker is one of its dependencies.
     if let Some(at) = message.find(MISSING) {
         let before = &message[..at];
-        let dependency = before.rsplit(&[' ', '"', '\''][..]).next().unwrap_or(before);
+        let dependency = before
+            .rsplit(&[' ', '"', '\''][..])
+            .next()
+            .unwrap_or(before);
         let dependency = dependency.rsplit('/').next().unwrap_or(dependency);
         if !path.ends_with(dependency) {
             return Ok(Opened::MissingDependency(dependency.to_owned()));
@@ -372,11 +386,11 @@ fn read_probe(path: &Path, raw: &RawLibrary) -> Result<AbiProbe, LoadError> {
     // SAFETY: a symbol named `stowage_plugin_probe` is, by the interface's
     // contract, a static `AbiProbe` (frozen layout); the pointer is only read.
     let probe = unsafe {
-        let symbol = raw
-            .get::<*const AbiProbe>(PROBE_SYMBOL)
-            .map_err(|_| LoadError::NoStowageSymbol {
-                path: path.to_owned(),
-            })?;
+        let symbol =
+            raw.get::<*const AbiProbe>(PROBE_SYMBOL)
+                .map_err(|_| LoadError::NoStowageSymbol {
+                    path: path.to_owned(),
+                })?;
         std::ptr::read_unaligned(*symbol)
     };
     if probe.magic != PROBE_MAGIC || (probe.size as usize) < std::mem::size_of::<AbiProbe>() {
@@ -472,12 +486,19 @@ fn validate_declaration(
     if !crate::config::is_valid_plugin_name(&name) {
         return Err(bad(format!("plugin name {name:?} is not [A-Za-z0-9_-]+")));
     }
-    let version = Version::parse(decl.version.as_str())
-        .map_err(|e| bad(format!("version {:?} is not semver: {e}", decl.version.as_str())))?;
+    let version = Version::parse(decl.version.as_str()).map_err(|e| {
+        bad(format!(
+            "version {:?} is not semver: {e}",
+            decl.version.as_str()
+        ))
+    })?;
     let kinds = decl
         .kinds
         .iter()
-        .map(|k| Kind::from_name(k.as_str()).ok_or_else(|| bad(format!("unknown value kind {:?}", k.as_str()))))
+        .map(|k| {
+            Kind::from_name(k.as_str())
+                .ok_or_else(|| bad(format!("unknown value kind {:?}", k.as_str())))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let requires = decl
         .requires
@@ -493,9 +514,8 @@ fn validate_declaration(
             Ok((pair.key.to_string(), req))
         })
         .collect::<Result<Vec<_>, LoadError>>()?;
-    let strings = |items: &RVec<RString>| -> Vec<String> {
-        items.iter().map(|s| s.to_string()).collect()
-    };
+    let strings =
+        |items: &RVec<RString>| -> Vec<String> { items.iter().map(|s| s.to_string()).collect() };
     Ok(PluginInfo {
         name,
         version,

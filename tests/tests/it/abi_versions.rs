@@ -15,11 +15,17 @@ fn legacy_host() -> (TestDir, stowage::Host) {
 fn plugin_built_against_1_0_loads_and_serializes() {
     let (_dir, host) = legacy_host();
     assert_state(&host, "legacy", State::Active, None);
-    assert_eq!(status_of(&host, "legacy").interface_version.as_deref(), Some("1.0.0"));
+    assert_eq!(
+        status_of(&host, "legacy").interface_version.as_deref(),
+        Some("1.0.0")
+    );
     let value = Value::List(vec![Value::String("a".into()), Value::String("b".into())]);
     let serialized = host.serialize_to_memory(&value, &[]).expect("serializes");
     assert_eq!(serialized.plugin, "legacy");
-    assert_eq!(serialized.blobs, vec![("lines".to_owned(), b"a\nb".to_vec())]);
+    assert_eq!(
+        serialized.blobs,
+        vec![("lines".to_owned(), b"a\nb".to_vec())]
+    );
 }
 
 #[test]
@@ -31,14 +37,21 @@ fn kind_added_in_1_1_reaches_a_1_0_plugin_as_unknown_and_is_declined() {
         source: "class A: pass".into(),
     });
     let value = Value::List(vec![Value::String("a".into()), class]);
-    let Err(Error::Dispatch(DispatchError::NoSerializer { attempts, .. })) = host.serialize_to_memory(&value, &[])
+    let Err(Error::Dispatch(DispatchError::NoSerializer { attempts, .. })) =
+        host.serialize_to_memory(&value, &[])
     else {
         panic!("expected no serializer");
     };
-    let answers: Vec<(String, String)> = attempts.iter().map(|a| (a.plugin.clone(), a.answer.to_string())).collect();
+    let answers: Vec<(String, String)> = attempts
+        .iter()
+        .map(|a| (a.plugin.clone(), a.answer.to_string()))
+        .collect();
     assert_eq!(
         answers,
-        [("legacy".to_owned(), "declined".to_owned()), ("msgpack".to_owned(), "declined".to_owned())]
+        [
+            ("legacy".to_owned(), "declined".to_owned()),
+            ("msgpack".to_owned(), "declined".to_owned())
+        ]
     );
     assert_eq!(status_of(&host, "legacy").dispatch_errors, 0);
 }
@@ -54,8 +67,18 @@ fn capability_added_in_1_1_falls_back_to_generic_rendering() {
         blobs: vec![("lines".into(), 3)],
     };
     let blobs = vec![("lines".to_owned(), Buffer::from_vec(b"a\nb".to_vec()))];
-    let described = host.describe(&meta, ("legacy", "1.0.0"), &blobs).expect("describes");
-    assert_eq!(described.output, "list (legacy-lines v1)\n  blob lines: 3 bytes");
-    let loaded = host.deserialize(&meta, ("legacy", "1.0.0"), &blobs).expect("loads");
-    assert_eq!(loaded.output, Value::List(vec![Value::String("a".into()), Value::String("b".into())]));
+    let described = host
+        .describe(&meta, ("legacy", "1.0.0"), &blobs)
+        .expect("describes");
+    assert_eq!(
+        described.output,
+        "list (legacy-lines v1)\n  blob lines: 3 bytes"
+    );
+    let loaded = host
+        .deserialize(&meta, ("legacy", "1.0.0"), &blobs)
+        .expect("loads");
+    assert_eq!(
+        loaded.output,
+        Value::List(vec![Value::String("a".into()), Value::String("b".into())])
+    );
 }

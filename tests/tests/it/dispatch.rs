@@ -1,7 +1,9 @@
 //! Priority dispatch through real plugins: order, ties, and candidates that
 //! fail or panic in each entry point.
 
-use stowage::{Answer, ArtifactMeta, Buffer, DispatchError, Error, Host, HostOptions, State, Value};
+use stowage::{
+    Answer, ArtifactMeta, Buffer, DispatchError, Error, Host, HostOptions, State, Value,
+};
 use stowage_tests::{assert_state, status_of, TestDir};
 
 const PANIC_LOCATION: &str = "tests/fixtures/common/src/lib.rs:54";
@@ -11,13 +13,19 @@ fn echo_meta(info: &[(&str, &str)]) -> ArtifactMeta {
         obj_type: "string".into(),
         encoding: "echo-v1".into(),
         encoding_version: 1,
-        info: info.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        info: info
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         blobs: vec![("data".into(), 5)],
     }
 }
 
 fn blob(data: &str) -> Vec<(String, Buffer)> {
-    vec![("data".to_owned(), Buffer::from_vec(data.as_bytes().to_vec()))]
+    vec![(
+        "data".to_owned(),
+        Buffer::from_vec(data.as_bytes().to_vec()),
+    )]
 }
 
 fn string(s: &str) -> Value {
@@ -28,7 +36,14 @@ fn string(s: &str) -> Value {
 fn assert_counted_panic(host: &Host, entry: &str) {
     let status = status_of(host, "panicky");
     let message = format!("dispatch: {entry}: panic: panicked in {entry}: fixture panic in {entry} at {PANIC_LOCATION}");
-    assert_eq!((status.state, status.dispatch_errors, status.last_error.as_deref()), (State::Active, 1, Some(message.as_str())));
+    assert_eq!(
+        (
+            status.state,
+            status.dispatch_errors,
+            status.last_error.as_deref()
+        ),
+        (State::Active, 1, Some(message.as_str()))
+    );
 }
 
 fn panicky_and_echo() -> (TestDir, Host) {
@@ -46,8 +61,18 @@ fn lowest_priority_number_wins() {
     dir.install("fixture-rival", "stowage_rival");
     dir.write_config("[plugins.rival]\npriority = 10\n");
     let host = dir.host();
-    assert_eq!(host.serialize_to_memory(&string("hi"), &[]).expect("serializes").plugin, "rival");
-    let order: Vec<String> = host.snapshot().statuses().into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        host.serialize_to_memory(&string("hi"), &[])
+            .expect("serializes")
+            .plugin,
+        "rival"
+    );
+    let order: Vec<String> = host
+        .snapshot()
+        .statuses()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(order, ["rival", "echo", "msgpack"]);
 }
 
@@ -57,14 +82,21 @@ fn equal_priorities_break_ties_by_name() {
     dir.install("fixture-rival", "stowage_rival");
     dir.install("fixture-echo", "stowage_echo");
     let host = dir.host();
-    let serialized = host.serialize_to_memory(&string("hi"), &[]).expect("serializes");
-    assert_eq!((serialized.plugin.as_str(), serialized.blobs), ("echo", vec![("data".to_owned(), b"hi".to_vec())]));
+    let serialized = host
+        .serialize_to_memory(&string("hi"), &[])
+        .expect("serializes");
+    assert_eq!(
+        (serialized.plugin.as_str(), serialized.blobs),
+        ("echo", vec![("data".to_owned(), b"hi".to_vec())])
+    );
 }
 
 #[test]
 fn declined_value_goes_to_the_next_candidate_without_counting() {
     let (_dir, host) = panicky_and_echo();
-    let serialized = host.serialize_to_memory(&string("decline:x"), &[]).expect("serializes");
+    let serialized = host
+        .serialize_to_memory(&string("decline:x"), &[])
+        .expect("serializes");
     assert_eq!(serialized.plugin, "msgpack");
     assert_eq!(status_of(&host, "echo").dispatch_errors, 0);
 }
@@ -72,7 +104,9 @@ fn declined_value_goes_to_the_next_candidate_without_counting() {
 #[test]
 fn panic_in_can_serialize_skips_to_next_candidate() {
     let (_dir, host) = panicky_and_echo();
-    let serialized = host.serialize_to_memory(&string("panic:can_serialize"), &[]).expect("serializes");
+    let serialized = host
+        .serialize_to_memory(&string("panic:can_serialize"), &[])
+        .expect("serializes");
     assert_eq!(serialized.plugin, "echo");
     assert_eq!(serialized.skipped.len(), 1);
     assert_counted_panic(&host, "can_serialize");
@@ -81,9 +115,14 @@ fn panic_in_can_serialize_skips_to_next_candidate() {
 #[test]
 fn panic_in_serialize_skips_to_next_candidate() {
     let (_dir, host) = panicky_and_echo();
-    let serialized = host.serialize_to_memory(&string("panic:serialize"), &[]).expect("serializes");
+    let serialized = host
+        .serialize_to_memory(&string("panic:serialize"), &[])
+        .expect("serializes");
     assert_eq!(serialized.plugin, "echo");
-    assert_eq!(serialized.blobs, vec![("data".to_owned(), b"panic:serialize".to_vec())]);
+    assert_eq!(
+        serialized.blobs,
+        vec![("data".to_owned(), b"panic:serialize".to_vec())]
+    );
     assert_counted_panic(&host, "serialize");
 }
 
@@ -91,8 +130,13 @@ fn panic_in_serialize_skips_to_next_candidate() {
 fn panic_in_can_deserialize_skips_to_next_reader() {
     let (_dir, host) = panicky_and_echo();
     let meta = echo_meta(&[("panic", "panic:can_deserialize")]);
-    let loaded = host.deserialize(&meta, ("echo", "1.2.0"), &blob("hello")).expect("loads");
-    assert_eq!((loaded.route.name.as_str(), loaded.output), ("echo", string("hello")));
+    let loaded = host
+        .deserialize(&meta, ("echo", "1.2.0"), &blob("hello"))
+        .expect("loads");
+    assert_eq!(
+        (loaded.route.name.as_str(), loaded.output),
+        ("echo", string("hello"))
+    );
     assert_counted_panic(&host, "can_deserialize");
 }
 
@@ -100,9 +144,16 @@ fn panic_in_can_deserialize_skips_to_next_reader() {
 fn panic_in_deserialize_skips_to_next_reader() {
     let (_dir, host) = panicky_and_echo();
     let loaded = host
-        .deserialize(&echo_meta(&[]), ("echo", "1.2.0"), &blob("panic:deserialize"))
+        .deserialize(
+            &echo_meta(&[]),
+            ("echo", "1.2.0"),
+            &blob("panic:deserialize"),
+        )
         .expect("loads");
-    assert_eq!((loaded.route.name.as_str(), loaded.output), ("echo", string("panic:deserialize")));
+    assert_eq!(
+        (loaded.route.name.as_str(), loaded.output),
+        ("echo", string("panic:deserialize"))
+    );
     assert_counted_panic(&host, "deserialize");
 }
 
@@ -114,7 +165,9 @@ fn panic_in_sniff_and_ingest_skip_to_next_sniffer() {
         let table = &host.snapshot().table;
         let prefix = file.as_bytes();
         let ingested = table
-            .ingest(prefix, prefix, None, &[], &mut |_| Ok(stowage::MemorySink::default()))
+            .ingest(prefix, prefix, None, &[], &mut |_| {
+                Ok(stowage::MemorySink::default())
+            })
             .expect("ingests");
         assert_eq!(ingested.route.name, "echo", "{entry}");
         assert_counted_panic(&host, entry);
@@ -126,9 +179,17 @@ fn panic_in_export_and_describe_skip_to_next_reader() {
     let (_dir, host) = panicky_and_echo();
     let mut file = Vec::new();
     let exported = host
-        .export(&echo_meta(&[]), ("echo", "1.2.0"), &blob("panic:export"), &mut file)
+        .export(
+            &echo_meta(&[]),
+            ("echo", "1.2.0"),
+            &blob("panic:export"),
+            &mut file,
+        )
         .expect("exports");
-    assert_eq!((exported.route.name.as_str(), file.as_slice()), ("echo", &b"ECHO\npanic:export"[..]));
+    assert_eq!(
+        (exported.route.name.as_str(), file.as_slice()),
+        ("echo", &b"ECHO\npanic:export"[..])
+    );
     assert_counted_panic(&host, "export");
 
     let (_dir, host) = panicky_and_echo();
@@ -144,12 +205,17 @@ fn serialize_that_writes_no_blob_is_an_internal_dispatch_error() {
     let dir = TestDir::new("no-blob");
     dir.install("fixture-echo", "stowage_echo");
     let host = dir.host();
-    let serialized = host.serialize_to_memory(&string("no-blob"), &[]).expect("fallback takes it");
+    let serialized = host
+        .serialize_to_memory(&string("no-blob"), &[])
+        .expect("fallback takes it");
     assert_eq!(serialized.plugin, "msgpack");
     let status = status_of(&host, "echo");
     assert_eq!(
         (status.dispatch_errors, status.last_error.as_deref()),
-        (1, Some("dispatch: serialize: internal error: serialize wrote no blob"))
+        (
+            1,
+            Some("dispatch: serialize: internal error: serialize wrote no blob")
+        )
     );
 }
 
@@ -161,7 +227,8 @@ fn when_every_candidate_fails_the_error_lists_invalid_input_first() {
     dir.write_config("[plugins.msgpack]\nenabled = false\n");
     let host = dir.host();
     assert_state(&host, "msgpack", State::Disabled, None);
-    let Err(Error::Dispatch(error)) = host.serialize_to_memory(&string("invalid:bad header"), &[]) else {
+    let Err(Error::Dispatch(error)) = host.serialize_to_memory(&string("invalid:bad header"), &[])
+    else {
         panic!("expected a dispatch error");
     };
     assert_eq!(
@@ -182,7 +249,9 @@ fn options_from_config_and_call_reach_the_plugin() {
     dir.install("fixture-echo", "stowage_echo");
     dir.write_config("[plugins.echo.options]\nshout = \"yes\"\n");
     let host = dir.host();
-    let loud = host.serialize_to_memory(&string("hi"), &[]).expect("serializes");
+    let loud = host
+        .serialize_to_memory(&string("hi"), &[])
+        .expect("serializes");
     assert_eq!(loud.blobs[0].1, b"HI");
     let quiet = host
         .serialize_to_memory(&string("hi"), &[("shout".into(), "no".into())])
@@ -193,7 +262,10 @@ fn options_from_config_and_call_reach_the_plugin() {
     else {
         panic!("expected refusal");
     };
-    assert_eq!(attempts[0].answer, Answer::Ineligible("unknown option colour; accepted: shout".into()));
+    assert_eq!(
+        attempts[0].answer,
+        Answer::Ineligible("unknown option colour; accepted: shout".into())
+    );
 }
 
 #[test]
@@ -202,7 +274,12 @@ fn unknown_config_option_breaks_the_plugin_naming_accepted_keys() {
     dir.install("fixture-echo", "stowage_echo");
     dir.write_config("[plugins.echo.options]\ncolour = \"red\"\n");
     let host = dir.host();
-    assert_state(&host, "echo", State::Broken, Some("config option unknown option colour; accepted: shout"));
+    assert_state(
+        &host,
+        "echo",
+        State::Broken,
+        Some("config option unknown option colour; accepted: shout"),
+    );
 }
 
 #[test]
@@ -224,7 +301,9 @@ fn loaded_value_round_trips_through_a_plugin() {
             .into_iter()
             .map(|(n, d)| (n, Buffer::from_vec(d)))
             .collect();
-        let loaded = host.deserialize(&meta, ("echo", "1.2.0"), &blobs).expect("loads");
+        let loaded = host
+            .deserialize(&meta, ("echo", "1.2.0"), &blobs)
+            .expect("loads");
         assert_eq!(loaded.output, value);
     }
 }

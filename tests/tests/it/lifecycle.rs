@@ -22,7 +22,10 @@ fn shared_library_without_stowage_symbol_is_broken() {
     let dir = TestDir::new("no-symbol");
     let path = dir.install("fixture-no-symbol", "stowage_plain");
     let host = dir.host();
-    let reason = format!("no stowage plugin symbol in {} (not built with export_plugin!)", path.display());
+    let reason = format!(
+        "no stowage plugin symbol in {} (not built with export_plugin!)",
+        path.display()
+    );
     assert_state(&host, "plain", State::Broken, Some(&reason));
 }
 
@@ -80,7 +83,10 @@ fn sha256_pin_is_checked_before_loading() {
         .collect();
     let wrong = "0".repeat(64);
     dir.write_config(&format!("[plugins.echo]\nsha256 = \"{wrong}\"\n"));
-    let reason = format!("sha256 mismatch for {}: expected {wrong}, found {actual}", path.display());
+    let reason = format!(
+        "sha256 mismatch for {}: expected {wrong}, found {actual}",
+        path.display()
+    );
     assert_state(&dir.host(), "echo", State::Broken, Some(&reason));
 
     dir.write_config(&format!("[plugins.echo]\nsha256 = \"{actual}\"\n"));
@@ -92,7 +98,8 @@ fn panic_during_init_is_broken_with_the_plugin_message() {
     let dir = TestDir::new("init-panic");
     dir.install("fixture-init-panic", "stowage_init_panic");
     let host = dir.host();
-    let reason = "panic during init: fixture refuses to start at tests/fixtures/init-panic/src/lib.rs:5";
+    let reason =
+        "panic during init: fixture refuses to start at tests/fixtures/init-panic/src/lib.rs:6";
     assert_state(&host, "init_panic", State::Broken, Some(reason));
 }
 
@@ -108,7 +115,11 @@ fn duplicate_name_breaks_the_later_library_naming_both_paths() {
     assert_eq!(echoes[0].state, State::Active);
     assert_eq!(echoes[0].library.as_deref(), Some(first.as_path()));
     assert_eq!(echoes[1].state, State::Broken);
-    let reason = format!("duplicate plugin name echo: {} and {}", first.display(), second.display());
+    let reason = format!(
+        "duplicate plugin name echo: {} and {}",
+        first.display(),
+        second.display()
+    );
     assert_eq!(echoes[1].last_error.as_deref(), Some(reason.as_str()));
 }
 
@@ -118,9 +129,18 @@ fn plugin_declaring_the_fallback_name_is_a_duplicate() {
     let path = dir.install("fixture-fake-msgpack", "stowage_fake");
     let host = dir.host();
     let statuses = host.snapshot().statuses();
-    let fake = statuses.iter().find(|s| s.name == "msgpack" && !s.builtin).expect("listed");
-    let reason = format!("duplicate plugin name msgpack: built-in fallback and {}", path.display());
-    assert_eq!((fake.state, fake.last_error.as_deref()), (State::Broken, Some(reason.as_str())));
+    let fake = statuses
+        .iter()
+        .find(|s| s.name == "msgpack" && !s.builtin)
+        .expect("listed");
+    let reason = format!(
+        "duplicate plugin name msgpack: built-in fallback and {}",
+        path.display()
+    );
+    assert_eq!(
+        (fake.state, fake.last_error.as_deref()),
+        (State::Broken, Some(reason.as_str()))
+    );
     assert_state(&host, "msgpack", State::Active, None);
 }
 
@@ -141,7 +161,12 @@ fn broken_dependency_breaks_the_dependent_instead_of_pending_forever() {
     dir.install("fixture-init-panic", "stowage_init_panic");
     dir.install("fixture-needs-init-panic", "stowage_needs_init_panic");
     let host = dir.host();
-    assert_state(&host, "needs-init-panic", State::Broken, Some("dependency init-panic is broken"));
+    assert_state(
+        &host,
+        "needs-init-panic",
+        State::Broken,
+        Some("dependency init-panic is broken"),
+    );
 }
 
 #[test]
@@ -150,7 +175,10 @@ fn world_writable_library_is_refused() {
     let path = dir.install("fixture-echo", "stowage_echo");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).expect("chmod");
     let host = dir.host();
-    let reason = format!("unsafe permissions: {} is writable by other users", path.display());
+    let reason = format!(
+        "unsafe permissions: {} is writable by other users",
+        path.display()
+    );
     assert_state(&host, "echo", State::Broken, Some(&reason));
 }
 
@@ -177,7 +205,10 @@ fn table_loading_a_library_with_another_name_is_broken() {
     let path = dir.install("fixture-echo", "stowage_echo");
     dir.write_config("[plugins.tensor]\nlibrary = \"stowage_echo\"\n");
     let host = dir.host();
-    let reason = format!("[plugins.tensor] loads {}, which declares the name echo", path.display());
+    let reason = format!(
+        "[plugins.tensor] loads {}, which declares the name echo",
+        path.display()
+    );
     assert_state(&host, "tensor", State::Broken, Some(&reason));
 }
 
@@ -187,7 +218,12 @@ fn pending_turns_active_on_drop_in_and_rescan() {
     dir.write_config("[plugins.echo]\npriority = 5\n");
     let host = dir.host();
     let expected_file = dir.plugin_dir().join(lib_file("stowage_echo"));
-    assert_state(&host, "echo", State::Pending, Some(&expected_file.display().to_string()));
+    assert_state(
+        &host,
+        "echo",
+        State::Pending,
+        Some(&expected_file.display().to_string()),
+    );
 
     dir.install("fixture-echo", "stowage_echo");
     host.rescan().expect("rescan");
@@ -210,7 +246,12 @@ fn requirement_waits_for_its_dependency_then_activates() {
 
     dir.write_config("[plugins.echo]\nenabled = true\nversion = \"^9\"\n");
     host.rescan().expect("rescan");
-    assert_state(&host, "needs-echo", State::Broken, Some("dependency echo is broken"));
+    assert_state(
+        &host,
+        "needs-echo",
+        State::Broken,
+        Some("dependency echo is broken"),
+    );
 
     dir.write_config("[plugins.echo]\nenabled = true\n");
     host.rescan().expect("rescan");
@@ -235,17 +276,35 @@ fn autoload_off_leaves_unlisted_libraries_known_and_unopened() {
         (State::Known, false, None)
     );
     let warning = format!("{}: not loaded: autoload is off", path.display());
-    assert!(host.snapshot().warnings.contains(&warning), "{:?}", host.snapshot().warnings);
+    assert!(
+        host.snapshot().warnings.contains(&warning),
+        "{:?}",
+        host.snapshot().warnings
+    );
 }
 
 #[test]
 fn dotfiles_and_tmp_files_are_not_candidates() {
     let dir = TestDir::new("ignored-files");
     let source = artifacts().lib("fixture-echo");
-    fs::copy(source, dir.plugin_dir().join(format!(".{}", lib_file("hidden")))).expect("copy");
-    fs::copy(source, dir.plugin_dir().join(format!("{}.tmp", lib_file("partial")))).expect("copy");
+    fs::copy(
+        source,
+        dir.plugin_dir().join(format!(".{}", lib_file("hidden"))),
+    )
+    .expect("copy");
+    fs::copy(
+        source,
+        dir.plugin_dir()
+            .join(format!("{}.tmp", lib_file("partial"))),
+    )
+    .expect("copy");
     let host = dir.host();
-    let names: Vec<String> = host.snapshot().statuses().into_iter().map(|s| s.name).collect();
+    let names: Vec<String> = host
+        .snapshot()
+        .statuses()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(names, vec!["msgpack".to_owned()]);
 }
 
@@ -258,6 +317,13 @@ fn changed_library_on_disk_is_reported_not_reloaded() {
     dir.install("fixture-rival", "stowage_echo");
     host.rescan().expect("rescan");
     assert_state(&host, "echo", State::Active, None);
-    let warning = format!("{}: changed on disk; restart to load the new version", path.display());
-    assert!(host.snapshot().warnings.contains(&warning), "{:?}", host.snapshot().warnings);
+    let warning = format!(
+        "{}: changed on disk; restart to load the new version",
+        path.display()
+    );
+    assert!(
+        host.snapshot().warnings.contains(&warning),
+        "{:?}",
+        host.snapshot().warnings
+    );
 }

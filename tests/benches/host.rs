@@ -1,0 +1,154 @@
+//! Host benchmarks (SPEC §9), measured with real release-built plugins:
+//!
+//! - dispatch: host overhead to reach the first candidate (with one plugin
+//!   claiming the kind, and with 20 declining plugins ahead of it), and the
+//!   cost per declining candidate, for an int and for a small tensor;
+//! - start-up: a cold `stowage status --json` with three plugins;
+//! - load time per plugin, as `status` reports it.
+//!
+//! Each figure is the median of several runs; goals are printed beside them
+//! as ratios. Nothing here asserts a time. `--quick` (or `--test`, which
+//! `cargo bench -- --test` passes) runs a short smoke version.
+
+use std::hint::black_box;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stowage::{Buffer, Tensor, Value};
+use stowage_tests::{artifacts, TestDir};
+
+/// Median nanoseconds per call of `f` over `runs` runs of `iters` calls.
+fn per_call_ns(runs: usize, iters: u32, mut f: impl FnMut()) -> f64 {
+    let mut samples: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(iters)
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn verdict(value: f64, goal: f64) -> String {
+    let ratio = value / goal;
+    format!(
+        "{:.2}x of goal {}",
+        ratio,
+        if ratio <= 1.0 { "(met)" } else { "(MISSED)" }
+    )
+}
+
+fn host_with(decliners: usize) -> (TestDir, stowage::Host) {
+    let dir = TestDir::new(&format!("bench-dispatch-{decliners}"));
+    dir.install("fixture-echo", "stowage_echo");
+    for i in 0..decliners {
+        dir.install("fixture-decliner", &format!("stowage_decliner_{i:02}"));
+    }
+    let host = dir.host();
+    let active = host
+        .snapshot()
+        .statuses()
+        .iter()
+        .filter(|s| s.state == stowage::State::Active)
+        .count();
+    assert_eq!(
+        active,
+        decliners + 2,
+        "echo, the fallback and {decliners} decliners are active"
+    );
+    (dir, host)
+}
+
+fn dispatch(quick: bool) {
+    let (runs, iters) = if quick { (3, 1_000) } else { (15, 200_000) };
+    let tensor = Value::Tensor(Tensor {
+        dtype: "F32".into(),
+        shape: vec![2, 2],
+        data: Buffer::from_vec(vec![0; 16]),
+    });
+    for (label, value) in [("int", Value::Int(7)), ("small tensor", tensor)] {
+        let mut reach = Vec::new();
+        for decliners in [0, 20] {
+            let (_dir, host) = host_with(decliners);
+            let snapshot = host.snapshot();
+            let winner = snapshot
+                .table
+                .first_acceptor(&value)
+                .map(|r| r.name.clone());
+            assert_eq!(winner.as_deref(), Some("echo"));
+            reach.push(per_call_ns(runs, iters, || {
+                black_box(snapshot.table.first_acceptor(black_box(&value)));
+            }));
+        }
+        let per_decliner = (reach[1] - reach[0]) / 20.0;
+        println!(
+            "dispatch {label}: reach first candidate {:.0} ns  [{}]",
+            reach[0],
+            verdict(reach[0], 200.0)
+        );
+        println!(
+            "dispatch {label}: reach it behind 20 declining plugins {:.0} ns",
+            reach[1]
+        );
+        println!(
+            "dispatch {label}: per declining candidate {per_decliner:.1} ns  [{}]",
+            verdict(per_decliner, 20.0)
+        );
+    }
+}
+
+fn startup(quick: bool) {
+    let dir = TestDir::new("bench-startup");
+    dir.install("fixture-echo", "stowage_echo");
+    dir.install("fixture-rival", "stowage_rival");
+    dir.install("fixture-needs-echo", "stowage_needs_echo");
+    let runs = if quick { 3 } else { 31 };
+    let mut times: Vec<Duration> = Vec::new();
+    let mut last = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let output = Command::new(&artifacts().stowage)
+            .args(["status", "--json"])
+            .current_dir(&dir.root)
+            .env_remove("STOWAGE_PLUGINS")
+            .env_remove("STOWAGE_CONFIG")
+            .output()
+            .expect("stowage runs");
+        times.push(start.elapsed());
+        assert!(output.status.success(), "status failed");
+        last = output.stdout;
+    }
+    times.sort();
+    let median_ms = times[times.len() / 2].as_secs_f64() * 1000.0;
+    println!(
+        "startup: `stowage status --json` with 3 plugins, cold process: {median_ms:.2} ms median  [{}]",
+        verdict(median_ms, 20.0)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&last).expect("status JSON");
+    for serializer in status["serializers"].as_array().into_iter().flatten() {
+        if let Some(ms) = serializer["load_ms"].as_f64() {
+            println!(
+                "load: {} {ms:.2} ms (open, checks, layout check, init)",
+                serializer["name"].as_str().unwrap_or("?")
+            );
+        }
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let profile = if cfg!(debug_assertions) {
+        "debug (figures not meaningful)"
+    } else {
+        "release"
+    };
+    println!(
+        "stowage host benchmarks ({profile}{})",
+        if quick { ", quick smoke run" } else { "" }
+    );
+    dispatch(quick);
+    startup(quick);
+}
