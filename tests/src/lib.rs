@@ -25,6 +25,7 @@ pub struct Artifacts {
     /// The `stowage` executable.
     pub stowage: PathBuf,
     libs: HashMap<String, PathBuf>,
+    out_dirs: HashMap<String, PathBuf>,
     /// The target directory everything was built into.
     pub target_dir: PathBuf,
 }
@@ -36,6 +37,14 @@ impl Artifacts {
         match self.libs.get(&key) {
             Some(path) => path,
             None => panic!("no library {name} was built; have: {:?}", self.libs.keys()),
+        }
+    }
+
+    /// The build-script output directory of package `name`.
+    pub fn out_dir(&self, name: &str) -> &Path {
+        match self.out_dirs.get(name) {
+            Some(path) => path,
+            None => panic!("package {name} has no build-script output"),
         }
     }
 }
@@ -56,6 +65,7 @@ const PACKAGES: &[&str] = &[
     "fixture-needs-init-panic",
     "fixture-fake-msgpack",
     "fixture-decliner",
+    "fixture-needs-native",
 ];
 
 /// The workspace root.
@@ -80,25 +90,27 @@ pub fn artifacts() -> &'static Artifacts {
         let target_dir = target_dir();
         let mut libs = HashMap::new();
         let mut executables = HashMap::new();
+        let mut out_dirs = HashMap::new();
         let mut main = cargo_build(&target_dir);
         main.arg("--manifest-path")
             .arg(workspace_root().join("Cargo.toml"));
         for package in PACKAGES {
             main.args(["-p", package]);
         }
-        collect(main, &mut libs, &mut executables);
+        collect(main, &mut libs, &mut executables, &mut out_dirs);
         let mut legacy = cargo_build(&target_dir);
         legacy
             .arg("--manifest-path")
             .arg(workspace_root().join("tests/fixtures/api-1.0/Cargo.toml"))
             .args(["-p", "legacy"]);
-        collect(legacy, &mut libs, &mut executables);
+        collect(legacy, &mut libs, &mut executables, &mut out_dirs);
         let stowage = executables
             .remove("stowage")
             .expect("cargo reported the stowage executable");
         Artifacts {
             stowage,
             libs,
+            out_dirs,
             target_dir,
         }
     })
@@ -123,6 +135,7 @@ fn collect(
     mut command: Command,
     libs: &mut HashMap<String, PathBuf>,
     executables: &mut HashMap<String, PathBuf>,
+    out_dirs: &mut HashMap<String, PathBuf>,
 ) {
     let output = command.output().expect("cargo runs");
     assert!(
@@ -133,6 +146,16 @@ fn collect(
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
+        if message["reason"] == "build-script-executed" {
+            // "path+file:///…/needs-native#fixture-needs-native@1.2.0"
+            let id = message["package_id"].as_str().unwrap_or_default();
+            let name = id.rsplit('#').next().unwrap_or(id);
+            let name = name.split('@').next().unwrap_or(name);
+            if let Some(dir) = message["out_dir"].as_str() {
+                out_dirs.insert(name.to_owned(), PathBuf::from(dir));
+            }
+            continue;
+        }
         if message["reason"] != "compiler-artifact" {
             continue;
         }

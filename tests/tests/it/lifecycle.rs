@@ -327,3 +327,28 @@ fn changed_library_on_disk_is_reported_not_reloaded() {
         host.snapshot().warnings
     );
 }
+
+#[test]
+fn missing_native_dependency_is_pending_until_installed() {
+    let dir = TestDir::new("native-dep");
+    // The directory exists, the library is missing. (glibc remembers a
+    // search directory that did not exist and never looks there again in
+    // this process; README, "Native dependencies".)
+    let deps = dir.plugin_dir().join("deps");
+    fs::create_dir_all(&deps).expect("mkdir");
+    dir.install("fixture-needs-native", "stowage_needs_native");
+    let host = dir.host();
+    assert_state(
+        &host,
+        "needs_native",
+        State::Pending,
+        Some("libstowage_fixture_dep.so"),
+    );
+
+    let built = artifacts()
+        .out_dir("fixture-needs-native")
+        .join("libstowage_fixture_dep.so");
+    fs::copy(built, deps.join("libstowage_fixture_dep.so")).expect("install dependency");
+    host.rescan().expect("rescan");
+    assert_state(&host, "needs-native", State::Active, None);
+}

@@ -1,0 +1,205 @@
+//! [`StoreError`]: every way a store operation can fail.
+//!
+//! Invariants: one variant per distinct check, each carrying the data its
+//! one-line, lowercase message needs (artifact name, blob name, path,
+//! versions). Callers match on variants, never on message text.
+//!
+//! Decision: blob data that cannot be decoded (a broken zstd frame) is its
+//! own variant, [`StoreError::Undecodable`], distinct from a digest mismatch,
+//! so `verify` can tell "damaged container" from "wrong bytes".
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything a [`Store`](super::Store) operation can fail with.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No live artifact has this name.
+    #[error("no artifact named {name}")]
+    NotFound {
+        /// The name that was looked up.
+        name: String,
+    },
+    /// An artifact name breaks the naming rules (non-empty, at most 255
+    /// bytes, no `/`, no NUL, no leading `.`).
+    #[error("invalid artifact name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A blob name breaks the naming rules (non-empty, at most 255 bytes,
+    /// no NUL).
+    #[error("invalid blob name {blob:?} in artifact {name}: {reason}")]
+    InvalidBlobName {
+        /// The artifact being written.
+        name: String,
+        /// The rejected blob name.
+        blob: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// Two blobs of one artifact have the same name.
+    #[error("duplicate blob {blob} in artifact {name}")]
+    DuplicateBlob {
+        /// The artifact being written.
+        name: String,
+        /// The repeated blob name.
+        blob: String,
+    },
+    /// `write` was called before any `begin_blob`.
+    #[error("no blob in progress in artifact {name}; call begin_blob first")]
+    NoBlobInProgress {
+        /// The artifact being written.
+        name: String,
+    },
+    /// `finish` was called on a writer that wrote no blob.
+    #[error("artifact {name} has no blobs")]
+    NoBlobs {
+        /// The artifact being written.
+        name: String,
+    },
+    /// An earlier write of this writer failed; the artifact cannot be
+    /// completed and must be written again.
+    #[error("writer for artifact {name} failed earlier and cannot continue")]
+    WriterFailed {
+        /// The artifact being written.
+        name: String,
+    },
+    /// A pending artifact was handed to a store other than the one that
+    /// wrote its blobs.
+    #[error("pending artifact {name} was written for store {}, not {}", .written_for.display(), .store.display())]
+    ForeignPending {
+        /// The pending artifact's name.
+        name: String,
+        /// The store directory its blobs live in.
+        written_for: PathBuf,
+        /// The store it was committed to.
+        store: PathBuf,
+    },
+    /// A blob's bytes do not hash to the digest its record carries.
+    #[error("blob {blob} of artifact {name} is corrupt: expected blake3 {expected}, got {actual}")]
+    Corrupt {
+        /// The artifact.
+        name: String,
+        /// The blob.
+        blob: String,
+        /// The digest in the record.
+        expected: String,
+        /// The digest of the bytes on disk.
+        actual: String,
+    },
+    /// A blob's stored data has a different length than its record says
+    /// (a truncated or extended file, a pack range past the end).
+    #[error(
+        "blob {blob} of artifact {name} has {actual} bytes on disk, its record says {expected}"
+    )]
+    SizeMismatch {
+        /// The artifact.
+        name: String,
+        /// The blob.
+        blob: String,
+        /// The size the record carries (stored size for packed ranges).
+        expected: u64,
+        /// The size found.
+        actual: u64,
+    },
+    /// A blob's stored container (a zstd frame) cannot be decoded.
+    #[error("blob {blob} of artifact {name} cannot be decoded from {}: {source}", .path.display())]
+    Undecodable {
+        /// The artifact.
+        name: String,
+        /// The blob.
+        blob: String,
+        /// The file holding it.
+        path: PathBuf,
+        /// The decoder's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file holding a blob does not exist.
+    #[error("blob {blob} of artifact {name} is missing: {} does not exist", .path.display())]
+    MissingBlob {
+        /// The artifact.
+        name: String,
+        /// The blob.
+        blob: String,
+        /// The file that should hold it.
+        path: PathBuf,
+    },
+    /// An operating-system call on a store file failed.
+    #[error("i/o error on {}: {source}", .path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The index log holds damage that a crash cannot produce (a bad entry
+    /// followed by more data); committed records after it cannot be trusted.
+    #[error("index log {} is corrupt at offset {offset}: {reason}", .path.display())]
+    LogCorrupt {
+        /// The log file.
+        path: PathBuf,
+        /// Byte offset of the first bad entry.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An index entry passed its checksum but does not describe valid
+    /// records (a bug, or an edit by hand).
+    #[error("malformed record in {} at offset {offset}: {reason}", .path.display())]
+    BadRecord {
+        /// The log file.
+        path: PathBuf,
+        /// Byte offset of the entry.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// One commit batch would need an index entry above the 4 GiB frame
+    /// limit.
+    #[error("index entry of {bytes} bytes exceeds the 4 GiB frame limit; commit fewer artifacts per batch")]
+    EntryTooLarge {
+        /// The entry's payload size.
+        bytes: usize,
+    },
+    /// A record was written by a newer stowage with a record format this
+    /// build cannot read.
+    #[error("record {name} in {} has format version {found}; this build reads format versions up to {supported}", .path.display())]
+    UnsupportedFormat {
+        /// The log file.
+        path: PathBuf,
+        /// The record's artifact name.
+        name: String,
+        /// The record's format version.
+        found: u64,
+        /// The highest version this build reads.
+        supported: u32,
+    },
+}
+
+impl StoreError {
+    /// Wraps an I/O error with the path it happened on.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Adds `.at(path)` to `io::Result` so every I/O error names its path.
+pub(crate) trait IoContext<T> {
+    /// Converts the error into [`StoreError::Io`] naming `path`.
+    fn at(self, path: impl Into<PathBuf>) -> Result<T, StoreError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::io(path, source))
+    }
+}

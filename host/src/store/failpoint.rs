@@ -1,0 +1,81 @@
+//! Named failpoints on the save path, armed by `STOWAGE_FAILPOINT=<name>`.
+//!
+//! When the variable names a failpoint, the process prints
+//! `failpoint <name> hit` to stderr and exits with status 86 the first time
+//! the save path reaches that step. Process-level tests use this to stop a
+//! save at every step and prove that a reopened store holds the old or the
+//! new artifact, never a torn one.
+//!
+//! The steps, in save-path order:
+//! - `after-blob`: a blob's bytes are written (a large blob's temp file is
+//!   complete, or a batch's small blobs are appended to the pack), before
+//!   any fsync or rename;
+//! - `after-blob-sync`: the batch's blob data (temp files and pack) is
+//!   fsynced, before any rename;
+//! - `before-rename`: just before a large blob's temp file is renamed to its
+//!   content-addressed path;
+//! - `before-index`: blob data is durable and in place, before the index
+//!   entry is appended;
+//! - `mid-index`: half of the index entry is written (a torn tail), then exit;
+//! - `after-index`: the whole entry is written, before its fsync.
+//!
+//! Invariant: the variable is read once per process ([`OnceLock`]); arming is
+//! a pointer comparison afterwards, so an unarmed save pays nothing.
+//!
+//! Decision: an unknown name is reported once on stderr and through
+//! `tracing` (a misspelt failpoint would otherwise make a crash test pass
+//! vacuously) and otherwise ignored.
+
+use std::sync::OnceLock;
+
+/// The environment variable that arms a failpoint.
+pub const ENV_VAR: &str = "STOWAGE_FAILPOINT";
+
+/// Exit status of a process stopped at a failpoint.
+pub const EXIT_CODE: i32 = 86;
+
+/// Every failpoint name, in save-path order.
+pub const FAILPOINTS: &[&str] = &[
+    "after-blob",
+    "after-blob-sync",
+    "before-rename",
+    "before-index",
+    "mid-index",
+    "after-index",
+];
+
+/// The armed failpoint of this process, read once from [`ENV_VAR`].
+pub fn armed() -> Option<&'static str> {
+    static ARMED: OnceLock<Option<&'static str>> = OnceLock::new();
+    *ARMED.get_or_init(|| parse(std::env::var(ENV_VAR).ok().as_deref()))
+}
+
+/// Maps the variable's value to a known failpoint name.
+pub(crate) fn parse(value: Option<&str>) -> Option<&'static str> {
+    let value = value?.trim();
+    if value.is_empty() {
+        return None;
+    }
+    let found = FAILPOINTS.iter().copied().find(|name| *name == value);
+    if found.is_none() {
+        eprintln!(
+            "warning: {ENV_VAR}={value} names no failpoint; known: {}",
+            FAILPOINTS.join(", ")
+        );
+        tracing::warn!(target: "stowage::store", failpoint = value, "unknown failpoint name ignored");
+    }
+    found
+}
+
+/// Whether `name` is the armed failpoint.
+pub(crate) fn is_armed(name: &str) -> bool {
+    armed() == Some(name)
+}
+
+/// Exits the process if `name` is the armed failpoint.
+pub(crate) fn hit(name: &str) {
+    if is_armed(name) {
+        eprintln!("failpoint {name} hit");
+        std::process::exit(EXIT_CODE);
+    }
+}

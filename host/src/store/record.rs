@@ -1,0 +1,673 @@
+//! Artifact records: the metadata kept per artifact, its JSON forms, the
+//! naming rules and the hand-rolled RFC 3339 timestamp.
+//!
+//! Two JSON forms exist, built by hand on `serde_json::Value`:
+//! - [`Record::to_json`], the public form printed by `inspect --json` and
+//!   `ls --json`: `name, obj_type, encoding, encoding_version,
+//!   blobs[{name, size, digest, storage}], written_by{serializer, version},
+//!   serializer_info{..}, created, format_version`;
+//! - the log form stored in `index.log`: the public form plus, for packed
+//!   blobs, `pack`, `offset` and `stored_size` inside each blob object.
+//!
+//! Invariants: a parsed record always satisfies the same rules a written one
+//! does (valid names, 64-hex lowercase digests, known storage names, a pack
+//! location for packed blobs, `stored_size == size` for uncompressed ones), so
+//! nothing read from disk can steer a path outside the store.
+//!
+//! Decision (format evolution): every record carries `format_version`. This
+//! build writes and reads version [`RECORD_FORMAT_VERSION`] = 1 and refuses a
+//! higher one with an error naming both versions. A future v2 reader keeps
+//! this v1 parser and dispatches on each record's `format_version`, so v1
+//! records are read as they are and never rewritten; v2 may add keys (v1
+//! readers ignore unknown keys inside a v1 record) but must bump the version
+//! for any change in meaning.
+//! Decision: `serializer_info` is a string map with unique keys, kept sorted
+//! by key (a repeated key keeps its last value), so a record reads back
+//! identically whether or not serde_json preserves key order.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+/// The record format version this build writes, and the highest it reads.
+pub const RECORD_FORMAT_VERSION: u32 = 1;
+
+/// `storage` of a blob kept uncompressed in its own file,
+/// `blobs/<2 hex>/<digest>` (mappable).
+pub const STORAGE_RAW: &str = "raw";
+/// `storage` of a blob kept as one zstd frame in its own file,
+/// `blobs/<2 hex>/<digest>.zst`.
+pub const STORAGE_FILE_ZSTD: &str = "file+zstd";
+/// `storage` of a blob kept uncompressed inside a pack file (mappable).
+pub const STORAGE_PACKED: &str = "packed";
+/// `storage` of a blob kept as one zstd frame inside a pack file.
+pub const STORAGE_PACKED_ZSTD: &str = "packed+zstd";
+
+/// Longest artifact or blob name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// What the caller says about an artifact; stored verbatim in its record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// The stored value's type, as the serializer names it.
+    pub obj_type: String,
+    /// The encoding name (`msgpack`, `safetensors`, …).
+    pub encoding: String,
+    /// The encoding's format version.
+    pub encoding_version: u32,
+    /// The serializer that wrote the artifact ("written by").
+    pub serializer: String,
+    /// That serializer's version.
+    pub serializer_version: String,
+    /// Free-form string pairs set by the serializer (and the host). Stored
+    /// sorted by key with unique keys.
+    pub serializer_info: Vec<(String, String)>,
+}
+
+/// A pack range holding one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PackLoc {
+    /// The pack number (`packs/<number>.pack`, 8 digits).
+    pub pack: u64,
+    /// Byte offset of the blob's stored bytes in the pack.
+    pub offset: u64,
+    /// Length of the stored bytes (compressed length for zstd).
+    pub len: u64,
+    /// Whether the stored bytes are one zstd frame.
+    pub zstd: bool,
+}
+
+/// Where a blob's bytes live inside the store directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlobLocation {
+    /// `blobs/<2 hex>/<digest>`, uncompressed ([`STORAGE_RAW`]).
+    File,
+    /// `blobs/<2 hex>/<digest>.zst`, one zstd frame ([`STORAGE_FILE_ZSTD`]).
+    FileZstd,
+    /// A pack range ([`STORAGE_PACKED`] or [`STORAGE_PACKED_ZSTD`]).
+    Pack(PackLoc),
+}
+
+impl BlobLocation {
+    /// The stable `storage` name of this location.
+    pub fn storage_name(&self) -> &'static str {
+        match self {
+            BlobLocation::File => STORAGE_RAW,
+            BlobLocation::FileZstd => STORAGE_FILE_ZSTD,
+            BlobLocation::Pack(PackLoc { zstd: false, .. }) => STORAGE_PACKED,
+            BlobLocation::Pack(PackLoc { zstd: true, .. }) => STORAGE_PACKED_ZSTD,
+        }
+    }
+}
+
+/// One named blob of an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    /// The blob's name, unique within its artifact.
+    pub name: String,
+    /// Logical (uncompressed) size in bytes.
+    pub size: u64,
+    /// blake3 of the logical bytes, 64 lowercase hex digits.
+    pub digest: String,
+    /// Stable storage name: `raw`, `file+zstd`, `packed` or `packed+zstd`
+    /// (mirrors [`BlobRecord::location`], which is what reads use).
+    pub storage: String,
+    /// Where the bytes live.
+    pub location: BlobLocation,
+}
+
+/// The committed metadata of one artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The artifact's name.
+    pub name: String,
+    /// What the caller said about it.
+    pub meta: RecordMeta,
+    /// Its blobs, in the order they were written.
+    pub blobs: Vec<BlobRecord>,
+    /// Commit time, RFC 3339 UTC with seconds (`2026-11-23T09:15:02Z`).
+    pub created: String,
+    /// The record format version it was written with.
+    pub format_version: u32,
+}
+
+impl Record {
+    /// The public JSON form (stable keys; see the module docs).
+    pub fn to_json(&self) -> Value {
+        self.json(false)
+    }
+
+    /// The log form as a `Value` (tests compare it with the streamed form).
+    #[cfg(test)]
+    pub(crate) fn to_log_json(&self) -> Value {
+        self.json(true)
+    }
+
+    /// Appends the log form as JSON text to `out`, without building a
+    /// `Value` tree (a 10,000-record batch would spend most of its commit
+    /// time allocating one). Same keys and values as `json(true)`.
+    pub(crate) fn write_log_json(&self, out: &mut Vec<u8>) {
+        let m = &self.meta;
+        out.extend_from_slice(b"{\"name\":");
+        write_json_str(out, &self.name);
+        out.extend_from_slice(b",\"obj_type\":");
+        write_json_str(out, &m.obj_type);
+        out.extend_from_slice(b",\"encoding\":");
+        write_json_str(out, &m.encoding);
+        write_json_uint(
+            out,
+            b",\"encoding_version\":",
+            u64::from(m.encoding_version),
+        );
+        out.extend_from_slice(b",\"blobs\":[");
+        for (i, blob) in self.blobs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"name\":");
+            write_json_str(out, &blob.name);
+            write_json_uint(out, b",\"size\":", blob.size);
+            out.extend_from_slice(b",\"digest\":");
+            write_json_str(out, &blob.digest);
+            out.extend_from_slice(b",\"storage\":");
+            write_json_str(out, blob.location.storage_name());
+            if let BlobLocation::Pack(loc) = &blob.location {
+                write_json_uint(out, b",\"pack\":", loc.pack);
+                write_json_uint(out, b",\"offset\":", loc.offset);
+                write_json_uint(out, b",\"stored_size\":", loc.len);
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"written_by\":{\"serializer\":");
+        write_json_str(out, &m.serializer);
+        out.extend_from_slice(b",\"version\":");
+        write_json_str(out, &m.serializer_version);
+        out.extend_from_slice(b"},\"serializer_info\":{");
+        for (i, (k, v)) in m.serializer_info.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_str(out, k);
+            out.push(b':');
+            write_json_str(out, v);
+        }
+        out.extend_from_slice(b"},\"created\":");
+        write_json_str(out, &self.created);
+        write_json_uint(out, b",\"format_version\":", u64::from(self.format_version));
+        out.push(b'}');
+    }
+
+    fn json(&self, with_location: bool) -> Value {
+        let blobs = self
+            .blobs
+            .iter()
+            .map(|blob| {
+                let mut b = Map::new();
+                b.insert("name".into(), blob.name.clone().into());
+                b.insert("size".into(), blob.size.into());
+                b.insert("digest".into(), blob.digest.clone().into());
+                b.insert("storage".into(), blob.location.storage_name().into());
+                if let (true, BlobLocation::Pack(loc)) = (with_location, &blob.location) {
+                    b.insert("pack".into(), loc.pack.into());
+                    b.insert("offset".into(), loc.offset.into());
+                    b.insert("stored_size".into(), loc.len.into());
+                }
+                Value::Object(b)
+            })
+            .collect::<Vec<_>>();
+        let mut written_by = Map::new();
+        written_by.insert("serializer".into(), self.meta.serializer.clone().into());
+        written_by.insert(
+            "version".into(),
+            self.meta.serializer_version.clone().into(),
+        );
+        let info = self
+            .meta
+            .serializer_info
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<Map<_, _>>();
+        let mut m = Map::new();
+        m.insert("name".into(), self.name.clone().into());
+        m.insert("obj_type".into(), self.meta.obj_type.clone().into());
+        m.insert("encoding".into(), self.meta.encoding.clone().into());
+        m.insert("encoding_version".into(), self.meta.encoding_version.into());
+        m.insert("blobs".into(), Value::Array(blobs));
+        m.insert("written_by".into(), Value::Object(written_by));
+        m.insert("serializer_info".into(), Value::Object(info));
+        m.insert("created".into(), self.created.clone().into());
+        m.insert("format_version".into(), self.format_version.into());
+        Value::Object(m)
+    }
+
+    /// Parses the log form, consuming `value` so strings move instead of
+    /// being copied. Unknown keys are ignored.
+    pub(crate) fn from_log_json(value: Value) -> Result<Record, ParseError> {
+        let Value::Object(obj) = value else {
+            return Err(bad("record is not an object"));
+        };
+        // The version decides how everything else is read: check it first.
+        let found = obj
+            .get("format_version")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("missing unsigned integer format_version"))?;
+        if found > u64::from(RECORD_FORMAT_VERSION) {
+            let name = obj.get("name").and_then(Value::as_str).unwrap_or("?");
+            return Err(ParseError::Newer {
+                name: name.to_owned(),
+                found,
+            });
+        }
+        let format_version = u32::try_from(found).map_err(|_| bad("format_version overflows"))?;
+        if format_version == 0 {
+            return Err(bad("format_version 0 does not exist"));
+        }
+        let mut name = None;
+        let mut obj_type = None;
+        let mut encoding = None;
+        let mut encoding_version = None;
+        let mut blob_values = None;
+        let mut written_by = None;
+        let mut info = None;
+        let mut created = None;
+        for (key, v) in obj {
+            match key.as_str() {
+                "name" => name = Some(take_str(v, "name")?),
+                "obj_type" => obj_type = Some(take_str(v, "obj_type")?),
+                "encoding" => encoding = Some(take_str(v, "encoding")?),
+                "encoding_version" => encoding_version = Some(take_u32(&v, "encoding_version")?),
+                "blobs" => match v {
+                    Value::Array(values) => blob_values = Some(values),
+                    _ => return Err(bad("blobs is not an array")),
+                },
+                "written_by" => match v {
+                    Value::Object(m) => written_by = Some(m),
+                    _ => return Err(bad("written_by is not an object")),
+                },
+                "serializer_info" => match v {
+                    Value::Object(m) => info = Some(m),
+                    _ => return Err(bad("serializer_info is not an object")),
+                },
+                "created" => created = Some(take_str(v, "created")?),
+                _ => {}
+            }
+        }
+        let name = name.ok_or_else(|| missing("name"))?;
+        validate_name(&name).map_err(|reason| bad(format!("name {name:?} {reason}")))?;
+        let mut serializer = None;
+        let mut serializer_version = None;
+        for (key, v) in written_by.ok_or_else(|| missing("written_by"))? {
+            match key.as_str() {
+                "serializer" => serializer = Some(take_str(v, "written_by.serializer")?),
+                "version" => serializer_version = Some(take_str(v, "written_by.version")?),
+                _ => {}
+            }
+        }
+        let info = info.ok_or_else(|| missing("serializer_info"))?;
+        let mut serializer_info = Vec::with_capacity(info.len());
+        for (k, v) in info {
+            let v = take_str(v, "serializer_info value")?;
+            serializer_info.push((k, v));
+        }
+        serializer_info.sort();
+        let meta = RecordMeta {
+            obj_type: obj_type.ok_or_else(|| missing("obj_type"))?,
+            encoding: encoding.ok_or_else(|| missing("encoding"))?,
+            encoding_version: encoding_version.ok_or_else(|| missing("encoding_version"))?,
+            serializer: serializer.ok_or_else(|| missing("written_by.serializer"))?,
+            serializer_version: serializer_version.ok_or_else(|| missing("written_by.version"))?,
+            serializer_info,
+        };
+        let blob_values = blob_values.ok_or_else(|| missing("blobs"))?;
+        if blob_values.is_empty() {
+            return Err(bad("record has no blobs"));
+        }
+        let mut blobs: Vec<BlobRecord> = Vec::with_capacity(blob_values.len());
+        for value in blob_values {
+            let blob = parse_blob(value)?;
+            if blobs.iter().any(|b| b.name == blob.name) {
+                return Err(bad(format!("duplicate blob {}", blob.name)));
+            }
+            blobs.push(blob);
+        }
+        Ok(Record {
+            name,
+            meta,
+            blobs,
+            created: created.ok_or_else(|| missing("created"))?,
+            format_version,
+        })
+    }
+}
+
+fn parse_blob(value: Value) -> Result<BlobRecord, ParseError> {
+    let Value::Object(b) = value else {
+        return Err(bad("blob is not an object"));
+    };
+    let mut name = None;
+    let mut size = None;
+    let mut digest = None;
+    let mut storage = None;
+    let (mut pack, mut offset, mut stored_size) = (None, None, None);
+    for (key, v) in b {
+        match key.as_str() {
+            "name" => name = Some(take_str(v, "blob name")?),
+            "size" => size = Some(take_u64(&v, "size")?),
+            "digest" => digest = Some(take_str(v, "digest")?),
+            "storage" => storage = Some(take_str(v, "storage")?),
+            "pack" => pack = Some(take_u64(&v, "pack")?),
+            "offset" => offset = Some(take_u64(&v, "offset")?),
+            "stored_size" => stored_size = Some(take_u64(&v, "stored_size")?),
+            _ => {}
+        }
+    }
+    let name = name.ok_or_else(|| missing("blob name"))?;
+    validate_blob_name(&name).map_err(|reason| bad(format!("blob name {name:?} {reason}")))?;
+    let size = size.ok_or_else(|| missing("size"))?;
+    let digest = digest.ok_or_else(|| missing("digest"))?;
+    if !is_digest(&digest) {
+        return Err(bad(format!(
+            "blob {name} digest is not 64 lowercase hex digits"
+        )));
+    }
+    let storage = storage.ok_or_else(|| missing("storage"))?;
+    let location = match storage.as_str() {
+        STORAGE_RAW => BlobLocation::File,
+        STORAGE_FILE_ZSTD => BlobLocation::FileZstd,
+        STORAGE_PACKED | STORAGE_PACKED_ZSTD => {
+            let loc = PackLoc {
+                pack: pack.ok_or_else(|| missing("pack"))?,
+                offset: offset.ok_or_else(|| missing("offset"))?,
+                len: stored_size.ok_or_else(|| missing("stored_size"))?,
+                zstd: storage == STORAGE_PACKED_ZSTD,
+            };
+            if !loc.zstd && loc.len != size {
+                return Err(bad(format!(
+                    "blob {name} is packed uncompressed but stored_size differs from size"
+                )));
+            }
+            if loc.offset.checked_add(loc.len).is_none() {
+                return Err(bad(format!("blob {name} pack range overflows")));
+            }
+            BlobLocation::Pack(loc)
+        }
+        other => return Err(bad(format!("blob {name} has unknown storage {other:?}"))),
+    };
+    Ok(BlobRecord {
+        name,
+        size,
+        digest,
+        storage,
+        location,
+    })
+}
+
+fn take_str(v: Value, what: &str) -> Result<String, ParseError> {
+    match v {
+        Value::String(s) => Ok(s),
+        _ => Err(bad(format!("{what} is not a string"))),
+    }
+}
+
+fn take_u64(v: &Value, what: &str) -> Result<u64, ParseError> {
+    v.as_u64()
+        .ok_or_else(|| bad(format!("{what} is not an unsigned integer")))
+}
+
+fn take_u32(v: &Value, what: &str) -> Result<u32, ParseError> {
+    u32::try_from(take_u64(v, what)?).map_err(|_| bad(format!("{what} overflows")))
+}
+
+fn missing(what: &str) -> ParseError {
+    bad(format!("missing {what}"))
+}
+
+/// Why a log record could not be parsed.
+#[derive(Debug)]
+pub(crate) enum ParseError {
+    /// Malformed for format version 1.
+    Bad(String),
+    /// Written with a newer format version.
+    Newer {
+        /// The record's artifact name.
+        name: String,
+        /// Its format version.
+        found: u64,
+    },
+}
+
+fn bad(reason: impl Into<String>) -> ParseError {
+    ParseError::Bad(reason.into())
+}
+
+/// Appends `s` as a JSON string literal.
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => &[],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends `prefix` and then `n` in decimal.
+fn write_json_uint(out: &mut Vec<u8>, prefix: &[u8], n: u64) {
+    out.extend_from_slice(prefix);
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Whether `s` is a blake3 hex digest as the store writes them.
+pub(crate) fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Checks an artifact name; `Err` says which rule it breaks.
+pub(crate) fn validate_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("is empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Err("is longer than 255 bytes")
+    } else if name.contains('/') {
+        Err("contains '/'")
+    } else if name.contains('\0') {
+        Err("contains a NUL byte")
+    } else if name.starts_with('.') {
+        Err("starts with '.'")
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a blob name; `Err` says which rule it breaks.
+pub(crate) fn validate_blob_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("is empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Err("is longer than 255 bytes")
+    } else if name.contains('\0') {
+        Err("contains a NUL byte")
+    } else {
+        Ok(())
+    }
+}
+
+/// Sorts `serializer_info` by key, keeping the last value of a repeated key.
+pub(crate) fn normalize_info(info: Vec<(String, String)>) -> Vec<(String, String)> {
+    info.into_iter()
+        .collect::<BTreeMap<String, String>>()
+        .into_iter()
+        .collect()
+}
+
+/// Formats `t` as RFC 3339 UTC with whole seconds; times before 1970 clamp
+/// to the epoch.
+pub(crate) fn rfc3339_utc(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`, for non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[track_caller]
+    fn check_time(secs: u64, expected: &str) {
+        let t = UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(rfc3339_utc(t), expected);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        check_time(0, "1970-01-01T00:00:00Z");
+        check_time(951_868_799, "2000-02-29T23:59:59Z");
+        check_time(1_795_425_302, "2026-11-23T09:15:02Z");
+        check_time(4_107_542_400, "2100-03-01T00:00:00Z");
+    }
+
+    #[track_caller]
+    fn check_name(name: &str, ok: bool) {
+        assert_eq!(validate_name(name).is_ok(), ok, "{name:?}");
+    }
+
+    #[test]
+    fn artifact_names_follow_the_rules() {
+        check_name("model", true);
+        check_name("a b-c_d.e", true);
+        check_name(&"x".repeat(255), true);
+        check_name("", false);
+        check_name(&"x".repeat(256), false);
+        check_name("a/b", false);
+        check_name("a\0b", false);
+        check_name(".hidden", false);
+    }
+
+    #[test]
+    fn serializer_info_is_sorted_with_last_value_winning() {
+        let info = vec![
+            ("b".to_owned(), "1".to_owned()),
+            ("a".to_owned(), "2".to_owned()),
+            ("b".to_owned(), "3".to_owned()),
+        ];
+        assert_eq!(
+            normalize_info(info),
+            vec![
+                ("a".to_owned(), "2".to_owned()),
+                ("b".to_owned(), "3".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn streamed_log_json_matches_the_value_form() {
+        let record = Record {
+            name: "we\"ird\\name \u{1} \u{e9}\u{2028}".into(),
+            meta: RecordMeta {
+                obj_type: "t\n\r\t".into(),
+                encoding: "msgpack".into(),
+                encoding_version: u32::MAX,
+                serializer: "s".into(),
+                serializer_version: "1.0.0".into(),
+                serializer_info: vec![
+                    ("a\u{1f}".into(), "\u{7f}".into()),
+                    ("b".into(), String::new()),
+                ],
+            },
+            blobs: vec![
+                BlobRecord {
+                    name: "raw".into(),
+                    size: u64::MAX,
+                    digest: "ab".repeat(32),
+                    storage: STORAGE_RAW.into(),
+                    location: BlobLocation::File,
+                },
+                BlobRecord {
+                    name: "p".into(),
+                    size: 0,
+                    digest: "cd".repeat(32),
+                    storage: STORAGE_PACKED_ZSTD.into(),
+                    location: BlobLocation::Pack(PackLoc {
+                        pack: 7,
+                        offset: 1234,
+                        len: 99,
+                        zstd: true,
+                    }),
+                },
+            ],
+            created: "2026-11-23T09:15:02Z".into(),
+            format_version: 1,
+        };
+        let mut out = Vec::new();
+        record.write_log_json(&mut out);
+        let parsed: Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(parsed, record.to_log_json());
+        let back = Record::from_log_json(parsed).expect("parses back");
+        assert_eq!(back, record);
+    }
+
+    #[test]
+    fn digests_must_be_lowercase_hex() {
+        assert!(is_digest(&"ab".repeat(32)));
+        assert!(!is_digest(&"AB".repeat(32)));
+        assert!(!is_digest("../../etc/passwd"));
+        assert!(!is_digest(&"a".repeat(63)));
+    }
+}

@@ -1,0 +1,80 @@
+//! The store's only `unsafe`: memory-mapping store files and `flock`.
+//!
+//! Invariants:
+//! - A file is mapped only after the store has made it immutable: a raw blob
+//!   file is mapped after its rename into `blobs/` (nothing writes it
+//!   again), and a pack is only ever appended to, never rewritten or
+//!   truncated, so every byte inside an existing mapping stays as it was.
+//!   gc removes files by unlinking them, which leaves existing mappings
+//!   valid on Unix.
+//! - The lock is an advisory `flock` on `<store>/lock`. It is released by
+//!   the kernel when the holder exits or crashes, so a failpoint or a kill
+//!   never leaves a stale lock behind. `flock` belongs to the open file
+//!   description, so two [`Store`](super::Store)s in one process exclude
+//!   each other exactly like two processes do.
+//!
+//! Decision: mapping cannot be made safe against *other programs* that
+//! truncate or rewrite store files in place (a truncated mapped file raises
+//! SIGBUS on access); the store documents its files as owned by stowage.
+//! Decision: on non-Unix targets the lock uses `std::fs::File::lock`
+//! (Rust 1.89+); only the Unix path is tested.
+
+use std::fs::File;
+use std::io;
+
+use memmap2::Mmap;
+
+/// Maps the whole of `file` read-only.
+///
+/// The caller guarantees the file is one the store treats as immutable (a
+/// renamed raw blob file or a pack); see the module invariants.
+pub(crate) fn map_file(file: &File) -> io::Result<Mmap> {
+    // SAFETY: memmap2 requires that the mapped file is not modified or
+    // truncated while mapped. Store files passed here are never written in
+    // place after they become visible (raw blobs are renamed into place
+    // complete; packs are append-only and never truncated) and are removed
+    // only by unlink, which keeps the mapping's pages alive. Modification by
+    // other programs is outside the store's contract (module docs).
+    unsafe { Mmap::map(file) }
+}
+
+/// Blocks until this open file description holds an exclusive `flock`.
+#[cfg(unix)]
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+    flock(file, libc::LOCK_EX)
+}
+
+/// Releases the `flock` held by this open file description.
+#[cfg(unix)]
+pub(crate) fn unlock(file: &File) -> io::Result<()> {
+    flock(file, libc::LOCK_UN)
+}
+
+#[cfg(unix)]
+fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    loop {
+        // SAFETY: `flock` has no memory-safety preconditions; the descriptor
+        // is valid because `file` owns it and outlives this call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Blocks until this handle holds an exclusive lock on the file.
+#[cfg(not(unix))]
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+    file.lock()
+}
+
+/// Releases the lock held by this handle.
+#[cfg(not(unix))]
+pub(crate) fn unlock(file: &File) -> io::Result<()> {
+    file.unlock()
+}

@@ -1,0 +1,347 @@
+//! Writing one artifact: [`ArtifactWriter`] streams named blobs, hashing
+//! with blake3 in the same pass, and [`ArtifactWriter::finish`] turns them
+//! into a [`PendingArtifact`] for [`Store::commit`](super::Store::commit).
+//!
+//! Where a blob's bytes go while it is being written:
+//! - below its spill size it is buffered in memory (small blobs are appended
+//!   to a pack at commit, all of a batch in one write);
+//! - a [`BlobLayout::Raw`] blob reaching [`RAW_FILE_THRESHOLD`] (64 KiB)
+//!   spills to a temp file `tmp/<instance>-<n>.tmp`, renamed at commit to
+//!   `blobs/<2 hex>/<digest>` (one uncompressed, mappable file);
+//! - a [`BlobLayout::Compressible`] blob larger than [`PACK_BLOB_MAX`]
+//!   (1 MiB) streams through a zstd encoder into a temp file, renamed at
+//!   commit to `blobs/<2 hex>/<digest>.zst`.
+//!
+//! Invariants: nothing a writer does is visible to readers before commit.
+//! Dropping a writer or a [`PendingArtifact`] deletes its temp files; a temp
+//! file leaked by a crash is deleted by `open`/`gc` once older than the gc
+//! grace period. A large blob is never held whole in memory.
+//!
+//! Decision: a small compressible blob (4 KiB ≤ size ≤ 1 MiB) is zstd'd
+//! (level 3) in memory and kept compressed only if that is smaller. A
+//! larger one is always stored compressed: deciding afterwards would need
+//! the uncompressed bytes, which were never kept; zstd stores
+//! incompressible input as raw blocks, so the loss is a few bytes per
+//! 128 KiB.
+//! Decision: after any I/O error the writer is failed for good
+//! ([`StoreError::WriterFailed`]): a blob with a hole must not be committed.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{IoContext, StoreError};
+use super::record::{normalize_info, validate_blob_name, RecordMeta};
+use super::{failpoint, Store};
+
+/// Raw blobs of at least this many bytes get their own file.
+pub const RAW_FILE_THRESHOLD: u64 = 64 * 1024;
+/// Compressible blobs larger than this are streamed to their own zstd file;
+/// smaller ones are packed.
+pub const PACK_BLOB_MAX: u64 = 1024 * 1024;
+/// Compressible blobs smaller than this are never compressed.
+pub const COMPRESS_MIN: u64 = 4 * 1024;
+/// The zstd level used for compressible blobs.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// How a blob should be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobLayout {
+    /// An mmap-readable format (safetensors, Arrow IPC): stored
+    /// uncompressed, in its own file once it reaches
+    /// [`RAW_FILE_THRESHOLD`], so readers can map it.
+    Raw,
+    /// Anything else: packed when small, zstd-compressed when that helps.
+    Compressible,
+}
+
+/// A temp file that is deleted on drop unless disarmed.
+#[derive(Debug)]
+pub(crate) struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    pub(crate) fn new(path: PathBuf) -> TempFile {
+        TempFile { path, armed: true }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps the file (it was renamed away).
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A finished blob waiting for commit.
+#[derive(Debug)]
+pub(crate) struct PendingBlob {
+    pub name: String,
+    pub size: u64,
+    pub digest: blake3::Hash,
+    pub body: Body,
+}
+
+/// Where a finished blob's stored bytes are.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// In memory, to be appended to a pack.
+    Inline { stored: Vec<u8>, zstd: bool },
+    /// In a temp file, to be renamed into `blobs/`.
+    Temp { temp: TempFile, zstd: bool },
+}
+
+/// A finished, not yet committed artifact. Dropping it leaves no record
+/// and deletes its temp files.
+#[derive(Debug)]
+pub struct PendingArtifact {
+    pub(crate) store_dir: Arc<PathBuf>,
+    pub(crate) name: String,
+    pub(crate) meta: RecordMeta,
+    pub(crate) blobs: Vec<PendingBlob>,
+}
+
+impl PendingArtifact {
+    /// The artifact's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The number of blobs.
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+}
+
+enum Sink {
+    Memory(Vec<u8>),
+    Raw(BufWriter<File>, TempFile),
+    Zstd(
+        zstd::stream::write::Encoder<'static, BufWriter<File>>,
+        TempFile,
+    ),
+}
+
+struct Current {
+    name: String,
+    layout: BlobLayout,
+    hasher: blake3::Hasher,
+    size: u64,
+    sink: Sink,
+}
+
+/// Streams the blobs of one artifact into the store; see the module docs.
+pub struct ArtifactWriter<'s> {
+    store: &'s Store,
+    name: String,
+    blobs: Vec<PendingBlob>,
+    current: Option<Current>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for ArtifactWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactWriter")
+            .field("name", &self.name)
+            .field("blobs", &self.blobs.len())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl<'s> ArtifactWriter<'s> {
+    pub(crate) fn new(store: &'s Store, name: String) -> ArtifactWriter<'s> {
+        ArtifactWriter {
+            store,
+            name,
+            blobs: Vec::new(),
+            current: None,
+            failed: false,
+        }
+    }
+
+    /// Ends the blob in progress (if any) and starts the blob `name`.
+    ///
+    /// Errors on an invalid or repeated blob name (the writer stays usable)
+    /// and on I/O errors ending the previous blob (the writer is failed).
+    pub fn begin_blob(&mut self, name: &str, layout: BlobLayout) -> Result<(), StoreError> {
+        self.check_failed()?;
+        validate_blob_name(name).map_err(|reason| StoreError::InvalidBlobName {
+            name: self.name.clone(),
+            blob: name.to_owned(),
+            reason,
+        })?;
+        let in_progress = self.current.as_ref().is_some_and(|c| c.name == name);
+        if in_progress || self.blobs.iter().any(|b| b.name == name) {
+            return Err(StoreError::DuplicateBlob {
+                name: self.name.clone(),
+                blob: name.to_owned(),
+            });
+        }
+        self.end_blob()?;
+        self.current = Some(Current {
+            name: name.to_owned(),
+            layout,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+            sink: Sink::Memory(Vec::new()),
+        });
+        Ok(())
+    }
+
+    /// Appends bytes to the blob in progress.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.check_failed()?;
+        let Some(current) = self.current.as_mut() else {
+            return Err(StoreError::NoBlobInProgress {
+                name: self.name.clone(),
+            });
+        };
+        let result = Self::write_current(self.store, current, bytes);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn write_current(store: &Store, cur: &mut Current, bytes: &[u8]) -> Result<(), StoreError> {
+        cur.hasher.update(bytes);
+        cur.size += bytes.len() as u64;
+        if let Sink::Memory(buf) = &mut cur.sink {
+            let spill = match cur.layout {
+                BlobLayout::Raw => cur.size >= RAW_FILE_THRESHOLD,
+                BlobLayout::Compressible => cur.size > PACK_BLOB_MAX,
+            };
+            if !spill {
+                buf.extend_from_slice(bytes);
+                return Ok(());
+            }
+            let buffered = std::mem::take(buf);
+            let (file, temp) = store.create_temp()?;
+            let file = BufWriter::with_capacity(256 * 1024, file);
+            cur.sink = match cur.layout {
+                BlobLayout::Raw => Sink::Raw(file, temp),
+                BlobLayout::Compressible => {
+                    let encoder =
+                        zstd::stream::write::Encoder::new(file, ZSTD_LEVEL).at(temp.path())?;
+                    Sink::Zstd(encoder, temp)
+                }
+            };
+            Self::write_sink(&mut cur.sink, &buffered)?;
+        }
+        Self::write_sink(&mut cur.sink, bytes)
+    }
+
+    fn write_sink(sink: &mut Sink, bytes: &[u8]) -> Result<(), StoreError> {
+        match sink {
+            Sink::Memory(buf) => {
+                buf.extend_from_slice(bytes);
+                Ok(())
+            }
+            Sink::Raw(file, temp) => file.write_all(bytes).at(temp.path()),
+            Sink::Zstd(encoder, temp) => encoder.write_all(bytes).at(temp.path()),
+        }
+    }
+
+    /// The number of blobs begun so far (including the one in progress).
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len() + usize::from(self.current.is_some())
+    }
+
+    /// Ends the last blob and returns the artifact, ready for commit.
+    ///
+    /// Errors with [`StoreError::NoBlobs`] if no blob was begun.
+    pub fn finish(mut self, mut meta: RecordMeta) -> Result<PendingArtifact, StoreError> {
+        self.check_failed()?;
+        self.end_blob()?;
+        if self.blobs.is_empty() {
+            return Err(StoreError::NoBlobs { name: self.name });
+        }
+        meta.serializer_info = normalize_info(std::mem::take(&mut meta.serializer_info));
+        Ok(PendingArtifact {
+            store_dir: Arc::clone(&self.store.dir),
+            name: self.name,
+            meta,
+            blobs: self.blobs,
+        })
+    }
+
+    fn check_failed(&self) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(StoreError::WriterFailed {
+                name: self.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn end_blob(&mut self) -> Result<(), StoreError> {
+        let Some(cur) = self.current.take() else {
+            return Ok(());
+        };
+        match Self::seal(cur) {
+            Ok(blob) => {
+                self.blobs.push(blob);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn seal(cur: Current) -> Result<PendingBlob, StoreError> {
+        let digest = cur.hasher.finalize();
+        let body = match cur.sink {
+            Sink::Memory(buf) => {
+                // In-memory compression of a slice does not fail; if it
+                // did, the blob would simply be stored plain.
+                let compressed = (cur.layout == BlobLayout::Compressible
+                    && cur.size >= COMPRESS_MIN)
+                    .then(|| zstd::bulk::compress(&buf, ZSTD_LEVEL).ok())
+                    .flatten()
+                    .filter(|packed| packed.len() < buf.len());
+                match compressed {
+                    Some(stored) => Body::Inline { stored, zstd: true },
+                    None => Body::Inline {
+                        stored: buf,
+                        zstd: false,
+                    },
+                }
+            }
+            Sink::Raw(file, temp) => {
+                file.into_inner()
+                    .map_err(|e| StoreError::io(temp.path(), e.into_error()))?;
+                failpoint::hit("after-blob");
+                Body::Temp { temp, zstd: false }
+            }
+            Sink::Zstd(encoder, temp) => {
+                let file = encoder.finish().at(temp.path())?;
+                file.into_inner()
+                    .map_err(|e| StoreError::io(temp.path(), e.into_error()))?;
+                failpoint::hit("after-blob");
+                Body::Temp { temp, zstd: true }
+            }
+        };
+        Ok(PendingBlob {
+            name: cur.name,
+            size: cur.size,
+            digest,
+            body,
+        })
+    }
+}
