@@ -27,11 +27,13 @@
 //! [`value`] is the public value type. See ARCHITECTURE.md.
 
 pub mod config;
+pub mod data;
 pub mod fallback;
 pub mod lifecycle;
 pub mod loader;
 pub mod registry;
 pub mod serializer;
+pub mod store;
 pub mod value;
 
 use std::ffi::OsString;
@@ -39,9 +41,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use config::{Config, ConfigError};
+pub use data::{Loaded, Saved};
 pub use lifecycle::{Origin, PluginStatus, Snapshot, State};
 pub use registry::{Answer, Attempt, DispatchError, Skipped};
 pub use serializer::{ArtifactMeta, BlobSink, MemorySink, Written};
+pub use store::{Record, Store, StoreError};
 pub use value::{ArrowTable, Buffer, ClassSource, Kind, Tensor, TensorMap, Value};
 
 /// Everything a [`Host`] call can fail with.
@@ -54,6 +58,28 @@ pub enum Error {
     /// No serializer could handle the request.
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
+    /// The artifact store failed (including "no artifact named N").
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// One artifact of a batch failed; nothing of the batch was committed.
+    #[error("artifact {name}: {source}")]
+    Artifact {
+        /// The failing artifact.
+        name: String,
+        /// Why.
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// Whether this is "no artifact named N".
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::Store(error) => error.is_not_found(),
+            Error::Artifact { source, .. } => source.is_not_found(),
+            _ => false,
+        }
+    }
 }
 
 /// Where a host takes its configuration from.
@@ -65,6 +91,8 @@ pub struct HostOptions {
     pub config_explicit: bool,
     /// `STOWAGE_PLUGINS`-style toggles for this process.
     pub toggles: Option<String>,
+    /// Store directory overriding `[store] dir` (`--store DIR`).
+    pub store_dir: Option<PathBuf>,
 }
 
 impl HostOptions {
@@ -78,6 +106,7 @@ impl HostOptions {
             config_path,
             config_explicit,
             toggles: std::env::var("STOWAGE_PLUGINS").ok(),
+            store_dir: None,
         }
     }
 
@@ -87,6 +116,7 @@ impl HostOptions {
             config_path: path.into(),
             config_explicit: true,
             toggles: None,
+            store_dir: None,
         }
     }
 }
@@ -112,6 +142,7 @@ pub struct Host {
     options: HostOptions,
     lifecycle: Mutex<lifecycle::Lifecycle>,
     snapshot: RwLock<Arc<Snapshot>>,
+    store: Mutex<Option<Arc<Store>>>,
 }
 
 impl Host {
@@ -129,6 +160,7 @@ impl Host {
             options,
             lifecycle: Mutex::new(lifecycle),
             snapshot: RwLock::new(Arc::new(snapshot)),
+            store: Mutex::new(None),
         })
     }
 

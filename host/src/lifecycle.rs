@@ -328,9 +328,13 @@ fn same_name(a: &str, b: &str) -> bool {
 }
 
 /// Library files directly in `dir`: platform suffix, no dotfiles, no `*.tmp`.
-fn scan_dir(dir: &Path, warnings: &mut Vec<String>) -> Vec<PathBuf> {
+/// A missing directory is only worth a warning when a config file named it.
+fn scan_dir(dir: &Path, configured: bool, warnings: &mut Vec<String>) -> Vec<PathBuf> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && !configured => {
+            return Vec::new()
+        }
         Err(error) => {
             warnings.push(format!("plugin directory {}: {error}", dir.display()));
             return Vec::new();
@@ -415,7 +419,7 @@ impl Lifecycle {
             ));
         }
         let claimed: HashSet<PathBuf> = candidates.iter().filter_map(|c| c.path.clone()).collect();
-        for path in scan_dir(&config.plugin_dir, warnings) {
+        for path in scan_dir(&config.plugin_dir, config.exists, warnings) {
             if claimed.contains(&path) {
                 continue;
             }

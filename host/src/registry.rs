@@ -168,7 +168,7 @@ pub enum DispatchError {
     /// Nothing active reads the artifact's encoding.
     #[error(
         "no deserializer for encoding {encoding}; written by {writer} {writer_version} — is it installed and enabled?{}",
-        tried(.attempts)
+        tried_if_any(.attempts)
     )]
     NoDeserializer {
         /// The encoding.
@@ -189,6 +189,15 @@ pub enum DispatchError {
     /// The sink could not be created.
     #[error("{0}")]
     Sink(String),
+}
+
+/// [`tried`], or nothing when no candidate was asked.
+fn tried_if_any(attempts: &[Attempt]) -> String {
+    if attempts.is_empty() {
+        String::new()
+    } else {
+        tried(attempts)
+    }
 }
 
 /// ` ; tried: a (msg); b (declined)`, invalid-input failures first.

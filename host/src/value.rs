@@ -73,14 +73,16 @@ impl Value {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Bool(b) => Value::Bool(*b),
             serde_json::Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Value::Int(i)
-                } else if n.is_u64() {
-                    return Err(JsonError::IntegerTooLarge(n.to_string()));
-                } else if let Some(f) = n.as_f64() {
-                    Value::Float(f)
-                } else {
-                    return Err(JsonError::IntegerTooLarge(n.to_string()));
+                // With `arbitrary_precision` the literal is kept, so an
+                // integer too large for i64 is caught instead of silently
+                // becoming a float.
+                let literal = n.to_string();
+                let is_integer = !literal.contains(['.', 'e', 'E']);
+                match (n.as_i64(), n.as_f64()) {
+                    (Some(i), _) => Value::Int(i),
+                    (None, Some(f)) if !is_integer && f.is_finite() => Value::Float(f),
+                    (None, _) if is_integer => return Err(JsonError::IntegerTooLarge(literal)),
+                    (None, _) => return Err(JsonError::FloatOutOfRange(literal)),
                 }
             }
             serde_json::Value::String(s) => Value::String(s.clone()),
@@ -129,6 +131,9 @@ pub enum JsonError {
     /// A JSON integer outside the i64 range.
     #[error("integer {0} does not fit a 64-bit signed int")]
     IntegerTooLarge(String),
+    /// A JSON number too large for an f64.
+    #[error("number {0} is out of range for a 64-bit float")]
+    FloatOutOfRange(String),
     /// NaN or an infinity, which JSON cannot spell.
     #[error("float {0} has no JSON form")]
     NonFiniteFloat(f64),

@@ -12,9 +12,11 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -358,5 +360,60 @@ impl StowageCmd {
         );
         assert_eq!(stderr.trim_end(), message, "stderr");
         stderr
+    }
+}
+
+/// `stowage watch` running in a test directory (clean environment, no
+/// `LD_LIBRARY_PATH`), read line by line. Killed on drop.
+pub struct WatchProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl WatchProcess {
+    /// Starts `stowage watch --interval-ms 50` in `dir`.
+    pub fn start(dir: &TestDir) -> WatchProcess {
+        let mut child = Command::new(&artifacts().stowage)
+            .args(["watch", "--interval-ms", "50"])
+            .current_dir(&dir.root)
+            .env_remove("STOWAGE_PLUGINS")
+            .env_remove("STOWAGE_CONFIG")
+            .env_remove("LD_LIBRARY_PATH")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn stowage watch");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        WatchProcess { child, lines }
+    }
+
+    /// Waits up to 30 s for a line starting with `wanted`.
+    #[track_caller]
+    pub fn expect_line(&mut self, wanted: &str) {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(wanted) => return,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("no line starting {wanted:?} within 30 s; saw {seen:?}");
+    }
+}
+
+impl Drop for WatchProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

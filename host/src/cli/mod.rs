@@ -7,6 +7,7 @@
 //! a plugin can be configured before its library is installed) and warns
 //! that the name is unknown.
 
+mod data;
 mod demo;
 mod watch;
 
@@ -27,6 +28,9 @@ pub struct Args {
     /// Config file (default: $STOWAGE_CONFIG, else ./plugins.toml).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Store directory (default: `[store] dir` of the config).
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +62,61 @@ enum Command {
         #[arg(long, value_name = "VALUE")]
         json: Option<String>,
     },
+    /// Store a file: the plugin whose sniff recognises it ingests it.
+    Put {
+        /// Artifact name.
+        name: String,
+        /// The file (`-` for stdin).
+        file: PathBuf,
+        /// Read a JSON document into the built-in msgpack fallback.
+        #[arg(long)]
+        json: bool,
+        /// A plugin option, `KEY=VALUE` (repeatable).
+        #[arg(long = "opt", value_name = "KEY=VALUE", value_parser = parse_option)]
+        options: Vec<(String, String)>,
+        /// Qualified name of a Python class (class-source; same as --opt qualname=Q).
+        #[arg(long, value_name = "Q")]
+        qualname: Option<String>,
+    },
+    /// Write an artifact in its standard format (or its raw blobs).
+    Get {
+        /// Artifact name.
+        name: String,
+        /// Output file (default: stdout); a directory with --raw and several blobs.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The stored blobs as they are, without any plugin.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// List artifacts.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An artifact's metadata and provenance.
+    Inspect {
+        /// Artifact name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A short human-readable rendering of an artifact.
+    Show {
+        /// Artifact name.
+        name: String,
+    },
+    /// Remove an artifact.
+    Rm {
+        /// Artifact name.
+        name: String,
+    },
+    /// Drop stored data no artifact references.
+    Gc,
+    /// Re-hash every blob of every artifact.
+    Verify,
     /// Stay up, rescan on changes to the plugin directory or config, and
     /// print every state transition.
     Watch {
@@ -80,8 +139,30 @@ enum Command {
 
 /// Runs one command.
 pub fn run(args: Args) -> Result<()> {
-    let options = HostOptions::from_env(args.config.as_deref());
+    let mut options = HostOptions::from_env(args.config.as_deref());
+    options.store_dir = args.store;
     match args.command {
+        Command::Put {
+            name,
+            file,
+            json,
+            options: mut plugin_options,
+            qualname,
+        } => {
+            if let Some(qualname) = qualname {
+                plugin_options.push(("qualname".to_owned(), qualname));
+            }
+            data::put(&open(options)?, &name, &file, json, plugin_options)
+        }
+        Command::Get { name, output, raw } => {
+            data::get(&open(options)?, &name, output.as_deref(), raw)
+        }
+        Command::Ls { json } => data::ls(&open(options)?, json),
+        Command::Inspect { name, json } => data::inspect(&open(options)?, &name, json),
+        Command::Show { name } => data::show(&open(options)?, &name),
+        Command::Rm { name } => data::rm(&open(options)?, &name),
+        Command::Gc => data::gc(&open(options)?),
+        Command::Verify => data::verify(&open(options)?),
         Command::Status { json } => status(&open(options)?, json),
         Command::Enable { name } => toggle(options, &name, true),
         Command::Disable { name } => toggle(options, &name, false),
@@ -90,6 +171,13 @@ pub fn run(args: Args) -> Result<()> {
         }
         Command::Watch { interval_ms } => watch::run(open(options)?, interval_ms),
         Command::Demo { libs, dir } => demo::run(libs, &dir),
+    }
+}
+
+fn parse_option(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
     }
 }
 

@@ -366,7 +366,10 @@ fn open_failure(path: &Path, message: &str) -> Result<Opened, LoadError> {
     // directory". The library itself exists (we read it), so the name before
     // the marker is one of its dependencies.
     // abi_stable wraps the dlerror text ("…\nbecause:\n\t<dlerror>").
-    let line = message.lines().find(|l| l.contains(MISSING)).unwrap_or(message);
+    let line = message
+        .lines()
+        .find(|l| l.contains(MISSING))
+        .unwrap_or(message);
     if let Some(at) = line.find(MISSING) {
         let before = line[..at].trim();
         let dependency = before

@@ -183,6 +183,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this is [`StoreError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> StoreError {
         StoreError::Io {

@@ -2,12 +2,8 @@
 //! explain and watch.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
-use stowage_tests::{artifacts, lib_file, StowageCmd, TestDir};
+use stowage_tests::{lib_file, StowageCmd, TestDir, WatchProcess};
 
 fn json(text: &str) -> serde_json::Value {
     match serde_json::from_str(text) {
@@ -267,41 +263,10 @@ fn errors_are_one_line_with_exit_1_and_usage_errors_exit_2() {
 fn watch_activates_a_pending_plugin_dropped_in() {
     let dir = TestDir::new("watch");
     dir.write_config("[plugins.echo]\n");
-    let mut child = Command::new(&artifacts().stowage)
-        .args(["watch", "--interval-ms", "50"])
-        .current_dir(&dir.root)
-        .env_remove("STOWAGE_PLUGINS")
-        .env_remove("STOWAGE_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn watch");
-    let stdout = child.stdout.take().expect("piped");
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let wait_for = |wanted: &str| -> Vec<String> {
-        let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match received.recv_timeout(left) {
-                Ok(line) if line.starts_with(wanted) => return seen,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!("no line starting {wanted:?} within 30 s; saw {seen:?}");
-    };
-    wait_for("echo: new -> pending");
+    let mut watch = WatchProcess::start(&dir);
+    watch.expect_line("echo: new -> pending");
     dir.install("fixture-echo", "stowage_echo");
-    wait_for("echo: pending -> active");
-    let _ = child.kill();
-    let _ = child.wait();
+    watch.expect_line("echo: pending -> active");
 }
 
 #[test]

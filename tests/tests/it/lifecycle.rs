@@ -330,6 +330,8 @@ fn changed_library_on_disk_is_reported_not_reloaded() {
 
 #[test]
 fn missing_native_dependency_is_pending_until_installed() {
+    // Run in a child process: `cargo test` puts build-script link paths on
+    // LD_LIBRARY_PATH, which would find the dependency regardless.
     let dir = TestDir::new("native-dep");
     // The directory exists, the library is missing. (glibc remembers a
     // search directory that did not exist and never looks there again in
@@ -337,18 +339,12 @@ fn missing_native_dependency_is_pending_until_installed() {
     let deps = dir.plugin_dir().join("deps");
     fs::create_dir_all(&deps).expect("mkdir");
     dir.install("fixture-needs-native", "stowage_needs_native");
-    let host = dir.host();
-    assert_state(
-        &host,
-        "needs_native",
-        State::Pending,
-        Some("libstowage_fixture_dep.so"),
-    );
+    let mut watch = stowage_tests::WatchProcess::start(&dir);
+    watch.expect_line("needs_native: new -> pending (awaiting libstowage_fixture_dep.so)");
 
     let built = artifacts()
         .out_dir("fixture-needs-native")
         .join("libstowage_fixture_dep.so");
     fs::copy(built, deps.join("libstowage_fixture_dep.so")).expect("install dependency");
-    host.rescan().expect("rescan");
-    assert_state(&host, "needs-native", State::Active, None);
+    watch.expect_line("needs-native: new -> active");
 }

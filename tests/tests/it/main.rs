@@ -8,6 +8,9 @@ mod lifecycle;
 mod dispatch;
 // Plugins built against other interface versions, including the frozen 1.0.
 mod abi_versions;
+// The artifact store through the host and the CLI: round trips, crashes,
+// concurrency, corruption, missing plugins.
+mod store;
 // The `stowage` command: exit codes, status JSON, toggles, explain, watch.
 mod cli;
 // House rules checked on the source tree.
