@@ -186,6 +186,54 @@ fn collect(
     }
 }
 
+/// The Python interpreter of the interop tests: `.venv/bin/python` at the
+/// workspace root, created from `tests/requirements.txt` on first use.
+/// Panics (failing the test) if it cannot be made: interop tests never skip.
+pub fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = workspace_root();
+        let venv = root.join(".venv");
+        let python = venv.join("bin").join("python");
+        let marker = venv.join(".stowage-requirements");
+        let requirements = fs::read_to_string(root.join("tests/requirements.txt"))
+            .expect("tests/requirements.txt is readable");
+        if fs::read_to_string(&marker).ok().as_deref() == Some(requirements.as_str()) && python.exists() {
+            return python;
+        }
+        let run = |command: &mut Command| {
+            let status = command.status().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+            assert!(status.success(), "interop tests need a Python venv; {command:?} failed");
+        };
+        if !python.exists() {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        }
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(root.join("tests/requirements.txt")));
+        fs::write(&marker, requirements).expect("write the venv marker");
+        python
+    })
+}
+
+/// Runs `script` with the interop Python, `args` as `sys.argv[1:]`; returns
+/// stdout, panicking with stderr if it fails.
+#[track_caller]
+pub fn run_python(script: &str, args: &[&Path]) -> String {
+    let output = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "python failed:\n{}\n--- script\n{script}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// File name of a plugin library with stem `stem` on this platform.
 pub fn lib_file(stem: &str) -> String {
     format!(

@@ -1,0 +1,1 @@
+//! The arrow serializer plugin (being written; see its issue).

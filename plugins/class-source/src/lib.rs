@@ -1,0 +1,1 @@
+//! The class-source serializer plugin (being written; see its issue).

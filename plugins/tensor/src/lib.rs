@@ -1,0 +1,1 @@
+//! The tensor serializer plugin (being written; see its issue).
