@@ -54,6 +54,9 @@ impl Artifacts {
 /// Packages of this workspace the tests load or run.
 const PACKAGES: &[&str] = &[
     "stowage",
+    "stowage-tensor",
+    "stowage-arrow",
+    "stowage-class-source",
     "fixture-echo",
     "fixture-rival",
     "fixture-panicky",

@@ -11,6 +11,12 @@ mod abi_versions;
 // The artifact store through the host and the CLI: round trips, crashes,
 // concurrency, corruption, missing plugins.
 mod store;
+// The tensor plugin (safetensors): through the host, and Python interop.
+mod tensor;
+// The arrow plugin (Arrow IPC, C Data Interface): host, and pyarrow interop.
+mod arrow;
+// The class-source plugin: validation, byte-exact round trips, never executed.
+mod class_source;
 // The `stowage` command: exit codes, status JSON, toggles, explain, watch.
 mod cli;
 // House rules checked on the source tree.

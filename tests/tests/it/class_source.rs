@@ -1,0 +1,1 @@
+//! Integration and interop tests of the class_source plugin (being written).

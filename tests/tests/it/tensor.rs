@@ -1,0 +1,1 @@
+//! Integration and interop tests of the tensor plugin (being written).
