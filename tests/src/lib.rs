@@ -201,18 +201,32 @@ pub fn python() -> &'static Path {
         let marker = venv.join(".stowage-requirements");
         let requirements = fs::read_to_string(root.join("tests/requirements.txt"))
             .expect("tests/requirements.txt is readable");
-        if fs::read_to_string(&marker).ok().as_deref() == Some(requirements.as_str()) && python.exists() {
+        if fs::read_to_string(&marker).ok().as_deref() == Some(requirements.as_str())
+            && python.exists()
+        {
             return python;
         }
         let run = |command: &mut Command| {
-            let status = command.status().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-            assert!(status.success(), "interop tests need a Python venv; {command:?} failed");
+            let status = command
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+            assert!(
+                status.success(),
+                "interop tests need a Python venv; {command:?} failed"
+            );
         };
         if !python.exists() {
             run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
         }
         run(Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(root.join("tests/requirements.txt")));
         fs::write(&marker, requirements).expect("write the venv marker");
         python

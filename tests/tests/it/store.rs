@@ -444,3 +444,52 @@ fn overwriting_keeps_the_old_version_until_the_new_one_commits() {
         Value::String("two".into())
     );
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from)
+        .expect("read fixture dir")
+        .filter_map(Result::ok)
+    {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn artifacts_written_with_record_format_1_still_load() {
+    // tests/fixtures/stores/format-v1 was written by the first release of the
+    // record format and is never regenerated: later formats must read it.
+    let dir = TestDir::new("format-v1");
+    let fixture = stowage_tests::workspace_root().join("tests/fixtures/stores/format-v1");
+    let store = dir.root.join("store");
+    fs::remove_dir_all(&store).expect("clear");
+    copy_dir(&fixture, &store);
+    dir.install("fixture-echo", "stowage_echo");
+
+    let verify = StowageCmd::new(&dir, &["verify"]).ok();
+    assert_eq!(
+        verify,
+        "verified 2 artifacts, 2 blobs, 103 bytes: 0 problems\n"
+    );
+    assert_eq!(
+        get_json(&dir, "doc"),
+        json(
+            r#"{"created_by": "record format 1", "values": [1, 2.5, "three", null, {"four": true}]}"#
+        )
+    );
+    assert_eq!(
+        StowageCmd::new(&dir, &["get", "old-echo"]).ok(),
+        "ECHO\nwritten by echo 1.2.0 under record format 1"
+    );
+    let record = json(&StowageCmd::new(&dir, &["inspect", "old-echo", "--json"]).ok());
+    assert_eq!(record["format_version"], 1);
+    assert_eq!(
+        record["written_by"],
+        json(r#"{"serializer": "echo", "version": "1.2.0"}"#)
+    );
+}
