@@ -292,12 +292,7 @@ impl Host {
 
     fn load_with(&self, name: &str, verify: bool) -> Result<Loaded, Error> {
         let (record, blobs) = self.buffers(name, verify)?;
-        let meta = artifact_meta(&record);
-        let writer = (
-            record.meta.serializer.as_str(),
-            record.meta.serializer_version.as_str(),
-        );
-        let dispatched = self.deserialize(&meta, writer, &blobs)?;
+        let dispatched = self.deserialize(&artifact_meta(&record), writer_of(&record), &blobs)?;
         Ok(Loaded {
             value: dispatched.output,
             skipped: dispatched.skipped,
@@ -325,26 +320,23 @@ impl Host {
         out: &mut dyn Write,
     ) -> Result<(Record, Vec<Skipped>), Error> {
         let (record, blobs) = self.buffers(name, true)?;
-        let meta = artifact_meta(&record);
-        let writer = (
-            record.meta.serializer.as_str(),
-            record.meta.serializer_version.as_str(),
-        );
-        let dispatched = self.export(&meta, writer, &blobs, out)?;
-        Ok((record, dispatched.skipped))
+        let skipped = self
+            .export(&artifact_meta(&record), writer_of(&record), &blobs, out)?
+            .skipped;
+        Ok((record, skipped))
     }
 
     /// The WIRE rendering of `name` (verified first).
     pub fn describe_artifact(&self, name: &str) -> Result<(String, Vec<Skipped>), Error> {
         let (record, blobs) = self.buffers(name, true)?;
-        let meta = artifact_meta(&record);
-        let writer = (
-            record.meta.serializer.as_str(),
-            record.meta.serializer_version.as_str(),
-        );
-        let dispatched = self.describe(&meta, writer, &blobs)?;
+        let dispatched = self.describe(&artifact_meta(&record), writer_of(&record), &blobs)?;
         Ok((dispatched.output, dispatched.skipped))
     }
+}
+
+/// `(serializer, version)` that wrote a record, for "written by" messages.
+fn writer_of(record: &Record) -> (&str, &str) {
+    (&record.meta.serializer, &record.meta.serializer_version)
 }
 
 /// A store sink that reports progress.

@@ -362,63 +362,17 @@ impl DispatchTable {
     /// what `stowage explain --json VALUE` prints.
     pub fn explain_value(&self, value: &Value) -> Vec<Attempt> {
         let call_value = CallValue::new(value);
-        let mut won = false;
-        self.for_kind(value.kind())
-            .iter()
-            .map(|route| {
-                let answer = if won {
-                    Answer::NotAsked
-                } else {
-                    match route.serializer.can_serialize(&call_value) {
-                        Ok(true) => {
-                            won = true;
-                            Answer::Accepted
-                        }
-                        Ok(false) => Answer::Declined,
-                        Err(error) => {
-                            route.fail("can_serialize", &error);
-                            Answer::Failed(error)
-                        }
-                    }
-                };
-                Attempt {
-                    plugin: route.name.clone(),
-                    priority: route.priority,
-                    answer,
-                }
-            })
-            .collect()
+        explain(self.for_kind(value.kind()), "can_serialize", |route| {
+            route.serializer.can_serialize(&call_value)
+        })
     }
 
     /// Asks each active plugin to `sniff` `prefix`, stopping at the first
     /// yes: the order `put FILE` and `explain FILE` use.
     pub fn explain_file(&self, prefix: &[u8]) -> Vec<Attempt> {
-        let mut won = false;
-        self.ordered
-            .iter()
-            .map(|route| {
-                let answer = if won {
-                    Answer::NotAsked
-                } else {
-                    match route.serializer.sniff(prefix) {
-                        Ok(true) => {
-                            won = true;
-                            Answer::Accepted
-                        }
-                        Ok(false) => Answer::Declined,
-                        Err(error) => {
-                            route.fail("sniff", &error);
-                            Answer::Failed(error)
-                        }
-                    }
-                };
-                Attempt {
-                    plugin: route.name.clone(),
-                    priority: route.priority,
-                    answer,
-                }
-            })
-            .collect()
+        explain(&self.ordered, "sniff", |route| {
+            route.serializer.sniff(prefix)
+        })
     }
 
     /// Ingests a file with the first plugin whose `sniff` claims it and
@@ -557,6 +511,41 @@ impl DispatchTable {
             s.deserialize(meta, blobs)
         })
     }
+}
+
+/// Asks `routes` in order until one says yes; later ones are "not asked".
+/// Failures are counted like any dispatch failure.
+fn explain(
+    routes: &[Arc<Route>],
+    entry: &str,
+    mut ask: impl FnMut(&Route) -> Result<bool, CallError>,
+) -> Vec<Attempt> {
+    let mut won = false;
+    routes
+        .iter()
+        .map(|route| {
+            let answer = if won {
+                Answer::NotAsked
+            } else {
+                match ask(route) {
+                    Ok(true) => {
+                        won = true;
+                        Answer::Accepted
+                    }
+                    Ok(false) => Answer::Declined,
+                    Err(error) => {
+                        route.fail(entry, &error);
+                        Answer::Failed(error)
+                    }
+                }
+            };
+            Attempt {
+                plugin: route.name.clone(),
+                priority: route.priority,
+                answer,
+            }
+        })
+        .collect()
 }
 
 /// Counts the blobs a serializer starts, to catch "wrote no blob".
