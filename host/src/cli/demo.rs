@@ -82,7 +82,11 @@ fn round_trip(host: &Host, name: &str, value: &Value) -> Result<()> {
     let saved = host.save(name, value, &[])?;
     let loaded = host.load(name)?;
     let record = &saved.record;
-    let verdict = if loaded.value == *value { "equal" } else { "DIFFERENT" };
+    let verdict = if loaded.value == *value {
+        "equal"
+    } else {
+        "DIFFERENT"
+    };
     print(&format!(
         "  {name}: {:?} -> {} {} ({} v{}, {} blob(s), blake3 {}…) -> {verdict}\n",
         value,
@@ -94,7 +98,10 @@ fn round_trip(host: &Host, name: &str, value: &Value) -> Result<()> {
         record.blobs.first().map_or("", |b| &b.digest[..12]),
     ))?;
     if loaded.value != *value {
-        bail!("round trip of {name} through {} changed the value", record.meta.serializer);
+        bail!(
+            "round trip of {name} through {} changed the value",
+            record.meta.serializer
+        );
     }
     Ok(())
 }
@@ -176,7 +183,10 @@ pub fn run(libs: Option<PathBuf>, dir: &Path) -> Result<()> {
     round_trip(
         &host,
         "metrics",
-        &Value::Map(vec![("ratio".into(), Value::Float(2.5)), ("ok".into(), Value::Bool(true))]),
+        &Value::Map(vec![
+            ("ratio".into(), Value::Float(2.5)),
+            ("ok".into(), Value::Bool(true)),
+        ]),
     )?;
     print(&format!(
         "  the store at {} holds {} artifacts; try: stowage --config {} ls\n",
