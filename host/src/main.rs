@@ -29,13 +29,28 @@ fn main() -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(error)) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Ok(Err(error)) => {
-            let message = format!("{error:#}");
-            let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
-            let _ = writeln!(io::stderr(), "error: {line}");
+            let _ = writeln!(io::stderr(), "error: {}", one_line(&error));
             ExitCode::FAILURE
         }
         Err(_) => ExitCode::FAILURE,
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the
+/// line already holds (many errors quote their source in their message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
