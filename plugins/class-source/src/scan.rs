@@ -211,13 +211,18 @@ impl<'s> Scanner<'s> {
     ) -> Result<(), ValidationError> {
         let format = prefix.format;
         let Some(quote) = self.byte(self.pos) else {
-            return Err(ValidationError::UnterminatedString { line: self.line(start) });
+            return Err(ValidationError::UnterminatedString {
+                line: self.line(start),
+            });
         };
-        let triple = self.byte(self.pos + 1) == Some(quote) && self.byte(self.pos + 2) == Some(quote);
+        let triple =
+            self.byte(self.pos + 1) == Some(quote) && self.byte(self.pos + 2) == Some(quote);
         self.pos += if triple { 3 } else { 1 };
         loop {
             let Some(b) = self.byte(self.pos) else {
-                return Err(ValidationError::UnterminatedString { line: self.line(start) });
+                return Err(ValidationError::UnterminatedString {
+                    line: self.line(start),
+                });
             };
             match b {
                 b'\\' => {
@@ -228,7 +233,11 @@ impl<'s> Scanner<'s> {
                     if newline > 0 {
                         self.pos += newline;
                     } else if let Some(c) = self.char_at(self.pos) {
-                        if format && !prefix.raw && c == 'N' && self.byte(self.pos + 1) == Some(b'{') {
+                        if format
+                            && !prefix.raw
+                            && c == 'N'
+                            && self.byte(self.pos + 1) == Some(b'{')
+                        {
                             // `\N{NAME}`: a named character, not a field.
                             while let Some(b) = self.byte(self.pos) {
                                 if b == b'}' || b == quote || b == b'\n' || b == b'\r' {
@@ -242,14 +251,18 @@ impl<'s> Scanner<'s> {
                     }
                 }
                 b'\n' | b'\r' if !triple => {
-                    return Err(ValidationError::UnterminatedString { line: self.line(start) });
+                    return Err(ValidationError::UnterminatedString {
+                        line: self.line(start),
+                    });
                 }
                 _ if b == quote => {
                     if !triple {
                         self.pos += 1;
                         return Ok(());
                     }
-                    if self.byte(self.pos + 1) == Some(quote) && self.byte(self.pos + 2) == Some(quote) {
+                    if self.byte(self.pos + 1) == Some(quote)
+                        && self.byte(self.pos + 2) == Some(quote)
+                    {
                         self.pos += 3;
                         return Ok(());
                     }
@@ -280,7 +293,9 @@ impl<'s> Scanner<'s> {
         // The expression: code.
         loop {
             let Some(b) = self.byte(self.pos) else {
-                return Err(ValidationError::UnterminatedString { line: self.line(start) });
+                return Err(ValidationError::UnterminatedString {
+                    line: self.line(start),
+                });
             };
             match b {
                 b'(' | b'[' | b'{' => {
@@ -322,7 +337,9 @@ impl<'s> Scanner<'s> {
         // The format spec: text with nested fields.
         loop {
             let Some(b) = self.byte(self.pos) else {
-                return Err(ValidationError::UnterminatedString { line: self.line(start) });
+                return Err(ValidationError::UnterminatedString {
+                    line: self.line(start),
+                });
             };
             self.pos += 1;
             match b {
@@ -353,9 +370,14 @@ impl<'s> Scanner<'s> {
                     _ => {
                         self.at_line_start = false;
                         self.line_open = true;
+                        // A form feed resets the column, as in Python.
+                        let blanks = self.text.as_bytes().get(line_begin..self.pos);
+                        let after_feed = blanks
+                            .and_then(|b| b.rsplit(|&c| c == b'\x0c').next())
+                            .unwrap_or_default();
                         return Ok(Some(Token::LineStart {
                             offset: self.pos,
-                            indented: self.pos > line_begin,
+                            indented: !after_feed.is_empty(),
                         }));
                     }
                 }
@@ -409,12 +431,18 @@ impl<'s> Scanner<'s> {
                     }
                     self.depth += 1;
                     self.pos += 1;
-                    return Ok(Some(Token::Op { offset, ch: char::from(b) }));
+                    return Ok(Some(Token::Op {
+                        offset,
+                        ch: char::from(b),
+                    }));
                 }
                 b')' | b']' | b'}' => {
                     self.depth = self.depth.saturating_sub(1);
                     self.pos += 1;
-                    return Ok(Some(Token::Op { offset, ch: char::from(b) }));
+                    return Ok(Some(Token::Op {
+                        offset,
+                        ch: char::from(b),
+                    }));
                 }
                 _ => {
                     let Some(c) = self.char_at(offset) else {
@@ -506,7 +534,9 @@ mod tests {
         let mut out = Vec::new();
         for token in Scanner::new(text) {
             out.push(match token {
-                Ok(Token::LineStart { indented: false, .. }) => "^".to_owned(),
+                Ok(Token::LineStart {
+                    indented: false, ..
+                }) => "^".to_owned(),
                 Ok(Token::LineStart { indented: true, .. }) => ">".to_owned(),
                 Ok(Token::Name { text, .. }) => text.to_owned(),
                 Ok(Token::Str { .. }) => "S".to_owned(),
@@ -530,6 +560,7 @@ mod tests {
         check("\n\n# c\n  # indented comment\nx\n", "^ x ;");
         check("x\r\n\ty\r", "^ x ; > y ;");
         check("\u{feff}x", "^ x ;");
+        check("\x0cx\n\x0c  y\n", "^ x ; > y ;");
     }
 
     #[test]
@@ -539,8 +570,14 @@ mod tests {
         check("x = r'\\'' + b'\\\\'\n", "^ x = S + S ;");
         check("x = rb'a' Rb\"b\" br'''c'''\n", "^ x = S S S ;");
         check("x = 'a\\\nb'\n", "^ x = S ;");
-        check("x = 'abc\n", "error: line 1: unterminated string literal");
-        check("x = '''abc\n\n", "error: line 1: unterminated string literal");
+        check(
+            "x = 'abc\n",
+            "^ x = error: line 1: unterminated string literal",
+        );
+        check(
+            "x = '''abc\n\n",
+            "^ x = error: line 1: unterminated string literal",
+        );
     }
 
     #[test]
@@ -551,8 +588,13 @@ mod tests {
         check("x = f'''{\n  a # c\n}'''\n", "^ x = S ;");
         check("x = f'{f\"{g'{1}'}\"}'\n", "^ x = S ;");
         check("x = rf'\\{a}'\n", "^ x = S ;");
+        check("x = f'\\N{EM DASH}' + rf'\\N{a}'\n", "^ x = S + S ;");
         let deep = format!("f'{}{}'", "{f'".repeat(40), "'}".repeat(40));
-        assert!(tokens(&deep).contains("nested more than"), "{}", tokens(&deep));
+        assert!(
+            tokens(&deep).contains("nested more than"),
+            "{}",
+            tokens(&deep)
+        );
     }
 
     #[test]
@@ -560,7 +602,10 @@ mod tests {
         check("x = (1,\n2)\ny\n", "^ x = ( N , N ) ; ^ y ;");
         check("x = 1 + \\\n  2\n", "^ x = N + N ;");
         check("x = [\n# c\n]\n", "^ x = [ ] ;");
-        check("x = (\n", "error: line 1: bracket opened here is never closed");
+        check(
+            "x = (\n",
+            "^ x = ( error: line 1: bracket opened here is never closed",
+        );
         check("x = 1e-5 + 0x_e-1 + .5j", "^ x = N + N - N + N ;");
     }
 

@@ -26,10 +26,10 @@ pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
 /// Python's hard keywords: never a name (soft keywords such as `match`,
 /// `case`, `type` and `_` are).
 pub const KEYWORDS: [&str; 35] = [
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
-    "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if",
-    "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try",
-    "while", "with", "yield",
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield",
 ];
 
 /// What a valid class source is.
@@ -190,8 +190,14 @@ fn structure(text: &str) -> Result<&str, ValidationError> {
         match tokens.next().transpose()? {
             None | Some(Token::Newline) => break,
             Some(_) if colon => inline_body = true,
-            Some(Token::Op { ch: '(' | '[' | '{', .. }) => depth += 1,
-            Some(Token::Op { ch: ')' | ']' | '}', .. }) => depth = depth.saturating_sub(1),
+            Some(Token::Op {
+                ch: '(' | '[' | '{',
+                ..
+            }) => depth += 1,
+            Some(Token::Op {
+                ch: ')' | ']' | '}',
+                ..
+            }) => depth = depth.saturating_sub(1),
             Some(Token::Op { ch: ':', .. }) if depth == 0 => colon = true,
             Some(_) => {}
         }

@@ -1,0 +1,2 @@
+﻿class Ünïcode:
+    x = 'é'

@@ -1,0 +1,6 @@
+class P:
+    '''Doc
+class Fake:
+import os
+'''
+    X = r"class \w+\("

@@ -1,0 +1,3 @@
+class T:
+	def m(self):
+		return 1

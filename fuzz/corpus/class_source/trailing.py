@@ -1,0 +1,4 @@
+class A:
+    pass
+if __name__ == '__main__':
+    A()
