@@ -319,6 +319,16 @@ impl TestDir {
     }
 }
 
+impl Drop for TestDir {
+    /// Removes the directory (tests make large files); set
+    /// `STOWAGE_KEEP_TEST_DIRS=1` to keep them for a post-mortem.
+    fn drop(&mut self) {
+        if std::env::var_os("STOWAGE_KEEP_TEST_DIRS").is_none() {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
 /// The status row of `name`.
 #[track_caller]
 pub fn status_of(host: &Host, name: &str) -> PluginStatus {

@@ -18,9 +18,7 @@ use std::cmp::Reverse;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use stowage_plugin_api::{
-    encodings, Kind, Metadata, PluginError, Sink, TensorRef, ValueRef,
-};
+use stowage_plugin_api::{encodings, Kind, Metadata, PluginError, Sink, ValueRef};
 
 use crate::error::FormatError;
 use crate::header::{self, METADATA_KEY};
@@ -118,20 +116,23 @@ pub fn encode_header(
 
 /// Writes a `tensor` or `tensor_map` value as one safetensors blob.
 pub fn serialize(value: &ValueRef<'_>, sink: &mut Sink<'_>) -> Result<Metadata, PluginError> {
-    let (kind, tensors, metadata): (Kind, Vec<(&str, TensorRef<'_>)>, Vec<(&str, &str)>) =
-        match value {
-            ValueRef::Tensor(tensor) => (Kind::Tensor, vec![(SINGLE_TENSOR_NAME, *tensor)], vec![]),
-            ValueRef::TensorMap(map) => (
-                Kind::TensorMap,
-                map.tensors().collect(),
-                map.metadata().collect(),
-            ),
-            other => {
-                return Err(PluginError::unsupported(format!(
-                    "the tensor plugin stores tensors and tensor maps, not {other:?}"
-                )))
-            }
-        };
+    let (kind, tensors, metadata) = match value {
+        ValueRef::Tensor(tensor) => (
+            Kind::Tensor,
+            vec![(SINGLE_TENSOR_NAME, *tensor)],
+            Vec::new(),
+        ),
+        ValueRef::TensorMap(map) => (
+            Kind::TensorMap,
+            map.tensors().collect::<Vec<_>>(),
+            map.metadata().collect::<Vec<_>>(),
+        ),
+        other => {
+            return Err(PluginError::unsupported(format!(
+                "the tensor plugin stores tensors and tensor maps, not {other:?}"
+            )))
+        }
+    };
     let specs: Vec<TensorSpec<'_>> = tensors
         .iter()
         .map(|(name, tensor)| TensorSpec {

@@ -1,0 +1,216 @@
+//! Tensor benchmarks through the real host with the release-built plugin
+//! (SPEC §9), each printed beside its goal as a ratio:
+//!
+//! - save and load of a 256 MiB f32 tensor through the host vs the
+//!   `safetensors` crate used directly with the same durability and hashing
+//!   (`serialize` → blake3 → write → fsync file → rename → fsync directory;
+//!   load: read → blake3 check → `SafeTensors::deserialize`); goal ≥ 0.95×;
+//! - `load_mapped` of 16 MiB vs 1 GiB; goal: equal (O(1) in size);
+//! - peak RSS while saving (VmHWM, reset through `/proc/self/clear_refs`
+//!   just before the save, the tensor itself included); goal ≤ 1.2× the
+//!   tensor's size;
+//! - save throughput against Metaflow's recorded ~27 MB/s; goal ≥ 50×.
+//!
+//! Medians of several runs; nothing asserts a time. `--quick` (or `--test`)
+//! is a smoke run on small sizes. The store lives under the target dir and is
+//! deleted at the end.
+
+use std::fs::{self, File};
+use std::hint::black_box;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use stowage::{Buffer, Tensor, Value};
+use stowage_tests::TestDir;
+
+const MIB: usize = 1 << 20;
+/// Metaflow's recorded save throughput for a 256 MiB float32 tensor.
+const METAFLOW_BYTES_PER_SEC: f64 = 27e6;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time(runs: usize, mut f: impl FnMut()) -> Duration {
+    median(
+        (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn goal_at_least(ratio: f64, goal: f64) -> &'static str {
+    if ratio >= goal {
+        "(met)"
+    } else {
+        "(MISSED)"
+    }
+}
+
+fn f32_tensor(bytes: usize) -> Vec<u8> {
+    (0..bytes / 4)
+        .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+        .collect()
+}
+
+/// `/proc/self/status` field `key` (`VmRSS`, `VmHWM`), in bytes.
+fn status_bytes(key: &str) -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn fsync_dir(dir: &Path) {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync directory");
+}
+
+/// The `safetensors` crate used directly, as durable and hashed as the store.
+fn baseline_save(dir: &Path, data: &[u8], shape: usize) -> blake3::Hash {
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![shape], data)
+        .expect("valid view");
+    let bytes = safetensors::serialize([("tensor", view)], None).expect("serialize");
+    let hash = blake3::hash(&bytes);
+    let temp = dir.join("baseline.tmp");
+    let mut file = File::create(&temp).expect("create");
+    file.write_all(&bytes).expect("write");
+    file.sync_all().expect("fsync");
+    fs::rename(&temp, dir.join("baseline.safetensors")).expect("rename");
+    fsync_dir(dir);
+    hash
+}
+
+fn baseline_load(dir: &Path, expected: &blake3::Hash) -> usize {
+    let bytes = fs::read(dir.join("baseline.safetensors")).expect("read");
+    assert_eq!(&blake3::hash(&bytes), expected, "baseline blob intact");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("deserialize");
+    let view = file.tensor("tensor").expect("tensor");
+    black_box(view.data()).len()
+}
+
+fn tensor_value(data: Vec<u8>) -> Value {
+    Value::Tensor(Tensor {
+        dtype: "F32".into(),
+        shape: vec![(data.len() / 4) as u64],
+        data: Buffer::from_vec(data),
+    })
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let (size, runs, small, large, mapped_runs) = if quick {
+        (16 * MIB, 1, 16 * MIB, 64 * MIB, 5)
+    } else {
+        (256 * MIB, 5, 16 * MIB, 1024 * MIB, 51)
+    };
+    let dir = TestDir::new("bench-tensor");
+    dir.install("stowage-tensor", "stowage_tensor");
+    let host = dir.host();
+    let baseline_dir = dir.root.join("baseline");
+    fs::create_dir_all(&baseline_dir).expect("baseline dir");
+
+    println!("tensor: {} MiB f32, median of {runs} runs", size / MIB);
+    let rss_before_tensor = status_bytes("VmRSS");
+    let value = tensor_value(f32_tensor(size));
+    let Value::Tensor(tensor) = &value else {
+        unreachable!("tensor_value makes a tensor")
+    };
+    let data: &[u8] = &tensor.data;
+
+    // Peak memory of one save, the tensor itself included.
+    let _ = fs::write("/proc/self/clear_refs", "5");
+    host.save("t", &value, &[]).expect("save");
+    let peak = status_bytes("VmHWM");
+
+    let (mut ours_save, mut theirs_save) = (Vec::new(), Vec::new());
+    let mut hash = None;
+    for _ in 0..runs {
+        let start = Instant::now();
+        host.save("t", &value, &[]).expect("save");
+        ours_save.push(start.elapsed());
+        let start = Instant::now();
+        hash = Some(baseline_save(&baseline_dir, data, size / 4));
+        theirs_save.push(start.elapsed());
+    }
+    let hash = hash.expect("at least one run");
+    let (ours_save, theirs_save) = (median(ours_save), median(theirs_save));
+
+    let ours_load = time(runs, || {
+        let loaded = host.load("t").expect("load");
+        black_box(loaded.value);
+    });
+    let theirs_load = time(runs, || {
+        black_box(baseline_load(&baseline_dir, &hash));
+    });
+
+    let save_ratio = theirs_save.as_secs_f64() / ours_save.as_secs_f64();
+    let load_ratio = theirs_load.as_secs_f64() / ours_load.as_secs_f64();
+    println!(
+        "save: stowage {ours_save:.2?}, safetensors crate {theirs_save:.2?}: {save_ratio:.2}x of the crate's speed, goal >= 0.95 {}",
+        goal_at_least(save_ratio, 0.95)
+    );
+    println!(
+        "load (verified): stowage {ours_load:.2?}, safetensors crate {theirs_load:.2?}: {load_ratio:.2}x, goal >= 0.95 {}",
+        goal_at_least(load_ratio, 0.95)
+    );
+    let throughput = size as f64 / ours_save.as_secs_f64();
+    let vs_metaflow = throughput / METAFLOW_BYTES_PER_SEC;
+    println!(
+        "save throughput: {:.0} MB/s = {vs_metaflow:.0}x Metaflow's ~27 MB/s, goal >= 50x {}",
+        throughput / 1e6,
+        goal_at_least(vs_metaflow, 50.0)
+    );
+    let peak_ratio = peak as f64 / size as f64;
+    let added = peak.saturating_sub(rss_before_tensor) as f64 / size as f64;
+    println!(
+        "peak RSS while saving: {} MiB = {peak_ratio:.2}x the tensor ({added:.2}x above the \
+         {} MiB held before the tensor existed), goal <= 1.2x {}",
+        peak / MIB as u64,
+        rss_before_tensor / MIB as u64,
+        if peak_ratio <= 1.2 {
+            "(met)"
+        } else {
+            "(MISSED)"
+        }
+    );
+    drop(value);
+
+    for (name, bytes) in [("small", small), ("large", large)] {
+        // calloc'd zeros: cheap to make, real bytes once written.
+        host.save(name, &tensor_value(vec![0; bytes]), &[])
+            .expect("save mapped");
+    }
+    let mapped = |name: &str| {
+        time(mapped_runs, || {
+            let loaded = host.load_mapped(name).expect("load_mapped");
+            black_box(loaded.value);
+        })
+    };
+    let (t_small, t_large) = (mapped("small"), mapped("large"));
+    let ratio = t_large.as_secs_f64() / t_small.as_secs_f64();
+    println!(
+        "load_mapped: {} MiB {t_small:.2?}, {} MiB {t_large:.2?}: {ratio:.2}x, goal equal (1.0x) {}",
+        small / MIB,
+        large / MIB,
+        if ratio <= 1.5 { "(met)" } else { "(MISSED)" }
+    );
+
+    drop(host);
+    let _ = fs::remove_dir_all(&dir.root);
+}
