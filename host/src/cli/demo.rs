@@ -15,11 +15,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use stowage::config::set_enabled;
 use stowage::lifecycle::library_file_name;
-use stowage::{Host, HostOptions, Value};
+use stowage::{Buffer, ClassSource, Host, HostOptions, Tensor, Value};
 
 use super::{print, status_table};
 
 const MARKER: &str = ".stowage-demo";
+
+/// A three-row table written by pyarrow (`pa.ipc.new_file`), for the arrow
+/// plugin's part of the demo.
+const DEMO_TABLE: &[u8] = include_bytes!("demo-table.arrow");
 
 struct Demo {
     dir: PathBuf,
@@ -194,6 +198,55 @@ pub fn run(libs: Option<PathBuf>, dir: &Path) -> Result<()> {
         host.store()?.list().len(),
         demo.config().display()
     ))?;
+    step("6. the real plugins: tensor (safetensors), arrow (Arrow IPC), class-source")?;
+    demo.install("stowage_tensor", "stowage_tensor")?;
+    demo.install("stowage_arrow", "stowage_arrow")?;
+    demo.install("stowage_class_source", "stowage_class_source")?;
+    host.rescan()?;
+    print(&indent(&status_table(&host)))?;
+    let weights: Vec<u8> = [1.0f32, -2.0, 0.5, 4.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    round_trip(
+        &host,
+        "weights",
+        &Value::Tensor(Tensor {
+            dtype: "F32".into(),
+            shape: vec![2, 2],
+            data: Buffer::from_vec(weights),
+        }),
+    )?;
+    round_trip(
+        &host,
+        "model-class",
+        &Value::ClassSource(ClassSource {
+            qualname: "Model".into(),
+            module: Some("__main__".into()),
+            source: "@dataclass\nclass Model:\n    scale: float = 2.0\n\n    def forward(self, x):\n        return x * self.scale\n".into(),
+        }),
+    )?;
+    let put = host.put_file("table", DEMO_TABLE, None, &[], "demo-table.arrow")?;
+    let loaded = host.load("table")?;
+    let Value::Arrow(table) = &loaded.value else {
+        bail!(
+            "the arrow plugin loaded table as a {} value",
+            loaded.value.kind()
+        );
+    };
+    print(&format!(
+        "  table: a pyarrow-written IPC file -> {} {}; loaded through the C Data Interface: {} rows in {} batch(es)\n",
+        put.record.meta.serializer,
+        put.record.meta.serializer_version,
+        table.num_rows(),
+        table.batches().len()
+    ))?;
+    let copy = host.save("table-copy", &loaded.value, &[])?;
+    print(&format!(
+        "  saved again as table-copy by {}; `stowage show table`:\n",
+        copy.record.meta.serializer
+    ))?;
+    print(&indent(&host.describe_artifact("table")?.0))?;
     print(&format!(
         "\ndemo finished; its files are in {}\n",
         dir.display()

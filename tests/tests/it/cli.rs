@@ -334,3 +334,40 @@ fn unknown_config_keys_and_clamped_priorities_are_warnings() {
     assert_eq!(status["serializers"][0]["priority"], 9998);
     assert_eq!(status["serializers"][1]["name"], "msgpack");
 }
+
+#[test]
+fn demo_runs_end_to_end_with_every_plugin() {
+    let dir = TestDir::new("demo");
+    let libs = stowage_tests::artifacts()
+        .lib("stowage-tensor")
+        .parent()
+        .expect("a library directory")
+        .display()
+        .to_string();
+    let out = StowageCmd::new(&dir, &["demo", "--libs", &libs, "--dir", "run"]).ok();
+    for expected in [
+        "awaiting echo",
+        "panic during init: fixture refuses to start",
+        "string \"hello\" -> echo",
+        "float 2.5 (no plugin claims floats) -> msgpack",
+        "string \"hello\" -> rival",
+        "weights: Tensor",
+        "-> tensor 0.1.0 (safetensors v1",
+        "-> class-source 0.1.0 (python-class-source v1",
+        "loaded through the C Data Interface: 3 rows in 1 batch(es)",
+        "demo finished",
+    ] {
+        assert!(
+            out.contains(expected),
+            "demo output lacks {expected:?}:\n{out}"
+        );
+    }
+    assert!(!out.contains("DIFFERENT"), "{out}");
+    // Running it again reuses its own directory; a foreign one is refused.
+    StowageCmd::new(&dir, &["demo", "--libs", &libs, "--dir", "run"]).ok();
+    fs::create_dir_all(dir.root.join("mine")).expect("mkdir");
+    StowageCmd::new(&dir, &["demo", "--libs", &libs, "--dir", "mine"]).fails(
+        1,
+        "error: mine exists and was not made by stowage demo; pick another --dir",
+    );
+}
