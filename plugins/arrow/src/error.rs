@@ -63,12 +63,18 @@ pub enum FormatError {
 
 impl From<FormatError> for PluginError {
     fn from(error: FormatError) -> Self {
+        // arrow-rs and flatbuffers errors span lines; ours are one line.
+        let message = error
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         match error {
             FormatError::BadCompression(_) | FormatError::UnsupportedBatch(_) => {
-                PluginError::unsupported(error.to_string())
+                PluginError::unsupported(message)
             }
-            FormatError::Write(_) => PluginError::internal(error.to_string()),
-            _ => PluginError::invalid_input(error.to_string()),
+            FormatError::Write(_) => PluginError::internal(message),
+            _ => PluginError::invalid_input(message),
         }
     }
 }

@@ -93,3 +93,129 @@ pub fn export_batch(batch: &RecordBatch) -> Result<ArrowBatch, FormatError> {
     // and ownership passes to the returned batch.
     Ok(unsafe { ArrowBatch::from_raw(schema, array) })
 }
+
+/// Test support: wraps a batch so each `release` is counted.
+#[cfg(test)]
+pub(crate) mod counting {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use stowage_plugin_api::{ArrowArray, ArrowBatch, ArrowSchema};
+
+    /// Release counts of one wrapped batch: (schema, array).
+    #[derive(Default, Debug)]
+    pub struct Counts {
+        pub schema: AtomicUsize,
+        pub array: AtomicUsize,
+    }
+
+    impl Counts {
+        pub fn get(&self) -> (usize, usize) {
+            (
+                self.schema.load(Ordering::SeqCst),
+                self.array.load(Ordering::SeqCst),
+            )
+        }
+    }
+
+    struct SchemaBox(ArrowSchema, Arc<Counts>);
+    struct ArrayBox(ArrowArray, Arc<Counts>);
+
+    unsafe extern "C" fn release_schema(schema: *mut ArrowSchema) {
+        // SAFETY: called once by the owner of a schema made by `wrap`, whose
+        // private data is a boxed `SchemaBox`; `release` is cleared below.
+        let outer = unsafe { &mut *schema };
+        // SAFETY: as above.
+        let mut inner = unsafe { Box::from_raw(outer.private_data as *mut SchemaBox) };
+        inner.1.schema.fetch_add(1, Ordering::SeqCst);
+        if let Some(release) = inner.0.release {
+            // SAFETY: the wrapped schema is owned by the box and live.
+            unsafe { release(&mut inner.0) };
+        }
+        outer.release = None;
+    }
+
+    unsafe extern "C" fn release_array(array: *mut ArrowArray) {
+        // SAFETY: as in `release_schema`, for a boxed `ArrayBox`.
+        let outer = unsafe { &mut *array };
+        // SAFETY: as above.
+        let mut inner = unsafe { Box::from_raw(outer.private_data as *mut ArrayBox) };
+        inner.1.array.fetch_add(1, Ordering::SeqCst);
+        if let Some(release) = inner.0.release {
+            // SAFETY: the wrapped array is owned by the box and live.
+            unsafe { release(&mut inner.0) };
+        }
+        outer.release = None;
+    }
+
+    /// Wraps `batch`: the outer structs alias the inner ones' fields, and
+    /// their `release` counts, then releases the inner struct.
+    pub fn wrap(batch: ArrowBatch) -> (ArrowBatch, Arc<Counts>) {
+        let counts = Arc::new(Counts::default());
+        let (schema, array) = batch.into_raw();
+        let schema = Box::new(SchemaBox(schema, Arc::clone(&counts)));
+        let array = Box::new(ArrayBox(array, Arc::clone(&counts)));
+        let outer_schema = ArrowSchema {
+            format: schema.0.format,
+            name: schema.0.name,
+            metadata: schema.0.metadata,
+            flags: schema.0.flags,
+            n_children: schema.0.n_children,
+            children: schema.0.children,
+            dictionary: schema.0.dictionary,
+            release: Some(release_schema),
+            private_data: Box::into_raw(schema).cast(),
+        };
+        let outer_array = ArrowArray {
+            length: array.0.length,
+            null_count: array.0.null_count,
+            offset: array.0.offset,
+            n_buffers: array.0.n_buffers,
+            n_children: array.0.n_children,
+            buffers: array.0.buffers,
+            children: array.0.children,
+            dictionary: array.0.dictionary,
+            release: Some(release_array),
+            private_data: Box::into_raw(array).cast(),
+        };
+        // SAFETY: the outer structs point at the inner ones' (live, boxed)
+        // children and buffers and release them through the box, once.
+        (
+            unsafe { ArrowBatch::from_raw(outer_schema, outer_array) },
+            counts,
+        )
+    }
+
+    /// A batch whose struct array claims a child string array with an
+    /// offset past its data: well-formed structs, invalid data.
+    pub fn invalid_batch() -> ArrowBatch {
+        use arrow_array::{Array, StringArray, StructArray};
+        use arrow_buffer::Buffer;
+        use arrow_data::ArrayDataBuilder;
+        use arrow_schema::{DataType, Field, Fields};
+
+        let fields = Fields::from(vec![Field::new("s", DataType::Utf8, false)]);
+        let offsets = Buffer::from_slice_ref([0i32, 3, 1000]);
+        let values = Buffer::from_slice_ref(b"abc");
+        let builder = ArrayDataBuilder::new(DataType::Utf8)
+            .len(2)
+            .add_buffer(offsets)
+            .add_buffer(values);
+        // SAFETY: deliberately invalid (offset 1000 past 3 bytes of values);
+        // it is only exported, never read here, to prove the plugin's import
+        // validates before reading.
+        let strings = StringArray::from(unsafe { builder.build_unchecked() });
+        let structs = StructArray::new(fields, vec![std::sync::Arc::new(strings) as _], None);
+        let data = structs.into_data();
+        let ffi_array = arrow_array::ffi::FFI_ArrowArray::new(&data);
+        let ffi_schema = arrow_array::ffi::FFI_ArrowSchema::try_from(data.data_type())
+            .expect("a struct type exports");
+        let _ = data.len();
+        // SAFETY: same layout equivalence as `export_batch`.
+        let schema: ArrowSchema = unsafe { std::mem::transmute(ffi_schema) };
+        // SAFETY: as above.
+        let array: ArrowArray = unsafe { std::mem::transmute(ffi_array) };
+        // SAFETY: freshly exported, ownership passes to the batch.
+        unsafe { ArrowBatch::from_raw(schema, array) }
+    }
+}

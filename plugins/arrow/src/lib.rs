@@ -1,1 +1,189 @@
-//! The arrow serializer plugin (being written; see its issue).
+//! The arrow serializer plugin: Arrow record batches in through the C Data
+//! Interface, stored as one Arrow IPC **file** (encoding `arrow-ipc-file`,
+//! version 1), one blob named `data`.
+//!
+//! - `serialize`: takes the host's fresh C Data exports (releasing each once),
+//!   validates every batch in full (`ArrayData::validate_full`, record-batch
+//!   checks), and streams an IPC file into the sink.
+//! - `ingest` (`stowage put x.arrow`): accepts the IPC file and stream
+//!   formats (LZ4_FRAME and ZSTD buffers too), validates everything, and
+//!   stores a file unchanged, byte for byte; a stream, or any file when the
+//!   `compression` option is given, is re-encoded as a file.
+//! - `deserialize`: reads and validates the stored file and exports the
+//!   batches as C Data structs the host takes over.
+//! - `export` (`stowage get -o`): the stored file itself.
+//! - `describe`: schema, rows, batches, compression, first rows.
+//!
+//! Option `compression` = `none` | `lz4` | `zstd` (default `none`), recorded
+//! as `serializer_info.compression`, together with `rows` and `batches`.
+//!
+//! Malformed input is refused with one-line errors; sizes are bounded as
+//! described in [`mod@read`] and [`schema`]. See [`read::MAX_BUFFER_BYTES`].
+//!
+//! Decision: loads copy. The host drops the blob views once `deserialize`
+//! returns an Arrow value (its `Value::Arrow` keeps no owner for them), so
+//! batches cannot borrow the mapped blob safely; arrow-ipc's reader copies
+//! each message into an owned, aligned buffer instead. Every artifact
+//! records `serializer_info.load = copy`.
+//!
+//! Decision: a stored file with zero batches loads as one zero-row batch, so
+//! the schema survives the C Data Interface (which has no batch-less form).
+//!
+//! ```
+//! use stowage_plugin_api::Plugin;
+//! let declaration = stowage_arrow::ArrowPlugin.declaration();
+//! assert_eq!(declaration.name(), "arrow");
+//! ```
+
+#![deny(unsafe_code)]
+
+pub mod describe;
+pub mod error;
+mod ffi;
+pub mod read;
+pub mod schema;
+pub mod write;
+
+use arrow_array::RecordBatch;
+use arrow_schema::Schema;
+use std::collections::HashMap;
+use std::sync::Arc;
+use stowage_plugin_api::{
+    encodings, export_plugin, Blobs, Declaration, Kind, Metadata, MetadataRef, Options, Plugin,
+    PluginError, Sink, Value, ValueRef,
+};
+
+pub use error::FormatError;
+pub use ffi::{export_batch, import_batch};
+pub use read::{read, read_file, read_stream, Codec, IpcFormat, Table};
+
+/// The name of the one blob an artifact has.
+pub const BLOB: &str = "data";
+/// The option key selecting compression on write.
+pub const COMPRESSION: &str = "compression";
+/// Version of the `arrow-ipc-file` encoding this plugin writes.
+pub const ENCODING_VERSION: u32 = 1;
+
+/// The arrow plugin.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ArrowPlugin;
+
+impl Plugin for ArrowPlugin {
+    fn declaration(&self) -> Declaration {
+        Declaration::new("arrow")
+            .kinds([Kind::Arrow])
+            .encoding(encodings::ARROW_IPC_FILE)
+            .options([COMPRESSION])
+    }
+
+    fn can_serialize(&self, value: &ValueRef<'_>) -> bool {
+        matches!(value, ValueRef::Arrow(_))
+    }
+
+    fn serialize(
+        &self,
+        value: &ValueRef<'_>,
+        options: &Options<'_>,
+        sink: &mut Sink<'_>,
+    ) -> Result<Metadata, PluginError> {
+        let ValueRef::Arrow(arrow) = value else {
+            return Err(PluginError::unsupported(
+                "the arrow plugin stores only arrow values",
+            ));
+        };
+        // Take ownership first so every batch is released exactly once, even
+        // when the option or a batch is refused.
+        let taken = arrow.take();
+        let codec = write::parse_codec(options.get(COMPRESSION))?;
+        let batches = taken
+            .into_iter()
+            .map(ffi::import_batch)
+            .collect::<Result<Vec<RecordBatch>, FormatError>>()?;
+        let schema = match batches.first() {
+            Some(batch) => batch.schema(),
+            None => Arc::new(Schema::empty()),
+        };
+        sink.begin_blob(BLOB)?;
+        write::write_file(&mut *sink, &schema, &batches, codec, &HashMap::new())?;
+        Ok(metadata(codec, &batches))
+    }
+
+    fn can_deserialize(&self, meta: &MetadataRef<'_>) -> bool {
+        meta.encoding() == encodings::ARROW_IPC_FILE && meta.encoding_version() == ENCODING_VERSION
+    }
+
+    fn deserialize<'a>(
+        &self,
+        _meta: &MetadataRef<'a>,
+        blobs: &Blobs<'a>,
+    ) -> Result<Value<'a>, PluginError> {
+        let table = read::read_file(blob(blobs)?)?;
+        let mut batches = table.batches;
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(table.schema));
+        }
+        let exported = batches
+            .iter()
+            .map(ffi::export_batch)
+            .collect::<Result<Vec<_>, FormatError>>()?;
+        Ok(Value::Arrow(exported))
+    }
+
+    fn sniff(&self, prefix: &[u8]) -> bool {
+        read::detect(prefix).is_some()
+    }
+
+    fn ingest(
+        &self,
+        file: &[u8],
+        options: &Options<'_>,
+        sink: &mut Sink<'_>,
+    ) -> Result<Metadata, PluginError> {
+        let wanted = options.get(COMPRESSION);
+        let codec = write::parse_codec(wanted)?;
+        let table = read::read(file)?;
+        if table.format == IpcFormat::File && wanted.is_none() {
+            sink.blob(BLOB, file)?;
+            return Ok(metadata(table.codec, &table.batches));
+        }
+        sink.begin_blob(BLOB)?;
+        write::write_file(
+            &mut *sink,
+            &table.schema,
+            &table.batches,
+            codec,
+            &table.custom_metadata,
+        )?;
+        Ok(metadata(codec, &table.batches))
+    }
+
+    fn describe(&self, _meta: &MetadataRef<'_>, blobs: &Blobs<'_>) -> Result<String, PluginError> {
+        let table = read::read_file(blob(blobs)?)?;
+        Ok(describe::describe(&table))
+    }
+}
+
+fn blob<'a>(blobs: &Blobs<'a>) -> Result<&'a [u8], FormatError> {
+    blobs
+        .get(BLOB)
+        .or_else(|| blobs.single())
+        .ok_or(FormatError::MissingBlob(BLOB))
+}
+
+fn metadata(codec: Codec, batches: &[RecordBatch]) -> Metadata {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    Metadata::new(
+        Kind::Arrow.name(),
+        encodings::ARROW_IPC_FILE,
+        ENCODING_VERSION,
+    )
+    .info("compression", codec.name())
+    .info("rows", rows.to_string())
+    .info("batches", batches.len().to_string())
+    .info("load", "copy")
+}
+
+export_plugin!(ArrowPlugin);
+
+#[cfg(test)]
+mod tests;
