@@ -371,3 +371,47 @@ fn demo_runs_end_to_end_with_every_plugin() {
         "error: mine exists and was not made by stowage demo; pick another --dir",
     );
 }
+
+#[test]
+fn panics_in_sniff_ingest_export_and_describe_print_one_warning_and_no_backtrace() {
+    let dir = TestDir::new("panics-cli");
+    dir.install("fixture-panicky", "stowage_panicky");
+    dir.install("fixture-echo", "stowage_echo");
+    let at = "at tests/fixtures/common/src/lib.rs:54";
+    let warning = |entry: &str| {
+        format!("warning: skipped plugin panicky: dispatch: {entry}: panic: panicked in {entry}: fixture panic in {entry} {at}\n")
+    };
+    for (entry, body) in [("sniff", "panic:sniff"), ("ingest", "panic:ingest")] {
+        fs::write(dir.root.join("in.echo"), format!("ECHO\n{body}")).expect("write");
+        let output = StowageCmd::new(&dir, &["put", entry, "in.echo"]).output();
+        assert_eq!(output.status.code(), Some(0));
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!(
+                "stored {entry} (string, echo-v1 v1, {} bytes) with echo 1.2.0\n",
+                body.len()
+            )
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stderr), warning(entry));
+    }
+    fs::write(dir.root.join("in.echo"), "ECHO\npanic:export").expect("write");
+    StowageCmd::new(&dir, &["put", "e", "in.echo"])
+        .env("STOWAGE_PLUGINS", "-panicky")
+        .ok();
+    let output = StowageCmd::new(&dir, &["get", "e"]).output();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "ECHO\npanic:export"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stderr), warning("export"));
+    fs::write(dir.root.join("in.echo"), "ECHO\npanic:describe").expect("write");
+    StowageCmd::new(&dir, &["put", "d", "in.echo"])
+        .env("STOWAGE_PLUGINS", "-panicky")
+        .ok();
+    let output = StowageCmd::new(&dir, &["show", "d"]).output();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "echo string: panic:describe\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stderr), warning("describe"));
+}
