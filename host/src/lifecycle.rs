@@ -13,7 +13,7 @@
 //!   never unloaded or reloaded (a changed file only raises a warning);
 //! - a failed open is remembered per file version, so a broken library's
 //!   initialisers do not rerun on every rescan; a missing shared-library
-//!   dependency is retried on every rescan;
+//!   dependency, or any other `dlopen` failure, is retried on every rescan;
 //! - a cycle or a broken dependency makes a plugin broken, never pending.
 //!
 //! Decision: when two libraries declare the same name, the one discovered
@@ -486,11 +486,14 @@ impl Lifecycle {
                 }
                 true
             }
+            // dlopen's own verdict depends on other files (dependencies
+            // being installed), so it is retried; the checks before it are
+            // not.
             Some(Library {
-                outcome: Outcome::Failed(_),
+                outcome: Outcome::Failed(error),
                 stamp: old,
                 ..
-            }) => *old == stamp,
+            }) => *old == stamp && !matches!(error, LoadError::Open { .. }),
             _ => false,
         };
         if !reuse {

@@ -68,7 +68,6 @@ mod kinds;
 mod plugin;
 mod value;
 
-#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use arrow::{ArrowArray, ArrowBatch, ArrowSchema};

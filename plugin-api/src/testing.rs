@@ -1,10 +1,15 @@
-//! In-process test support for plugin authors (feature `testing`).
+//! In-process test support for plugin authors.
 //!
 //! [`PluginTest`] drives a plugin through the same ABI structs the host
 //! builds — value nodes, a sink, metadata and blob views — without building
 //! a `cdylib` or loading anything, so a plugin crate's unit tests exercise
 //! the real conversions. Loading through `dlopen` belongs in integration
 //! tests.
+//!
+//! Decision: always compiled rather than behind a feature. A feature enabled
+//! only through dev-dependencies splits plugin-api into two builds in a
+//! workspace test run, and a doctest then sees two `Plugin` traits. The
+//! module is small and the linker drops it from plugins that do not use it.
 //!
 //! ```
 //! # use stowage_plugin_api::*;

@@ -345,6 +345,9 @@ fn missing_native_dependency_is_pending_until_installed() {
     let built = artifacts()
         .out_dir("fixture-needs-native")
         .join("libstowage_fixture_dep.so");
-    fs::copy(built, deps.join("libstowage_fixture_dep.so")).expect("install dependency");
+    // Installed the safe way: temp name, then rename.
+    let temp = deps.join(".libstowage_fixture_dep.so.tmp");
+    fs::copy(built, &temp).expect("copy dependency");
+    fs::rename(&temp, deps.join("libstowage_fixture_dep.so")).expect("install dependency");
     watch.expect_line("needs-native: new -> active");
 }
