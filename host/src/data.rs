@@ -176,13 +176,7 @@ impl Host {
     ) -> Result<Saved, Error> {
         let store = self.store()?;
         let (pending, skipped) = self.prepare_value(&store, name, value, options)?;
-        let record = store.commit(vec![pending])?.into_iter().next();
-        let record = record.ok_or_else(|| Error::Artifact {
-            name: name.to_owned(),
-            source: Box::new(Error::Dispatch(crate::DispatchError::Sink(
-                "commit returned no record".into(),
-            ))),
-        })?;
+        let record = commit_one(&store, pending)?;
         Ok(Saved { record, skipped })
     }
 
@@ -250,12 +244,7 @@ impl Host {
                 .ingest(file, prefix, only, options, &mut new_sink)?;
         let (sink, written) = dispatched.output;
         let pending = finish(sink.sink, &dispatched.route, written, source)?;
-        let record = store.commit(vec![pending])?.into_iter().next();
-        let record = record.ok_or_else(|| {
-            Error::Dispatch(crate::DispatchError::Sink(
-                "commit returned no record".into(),
-            ))
-        })?;
+        let record = commit_one(&store, pending)?;
         Ok(Saved {
             record,
             skipped: dispatched.skipped,
@@ -332,6 +321,19 @@ impl Host {
         let dispatched = self.describe(&artifact_meta(&record), writer_of(&record), &blobs)?;
         Ok((dispatched.output, dispatched.skipped))
     }
+}
+
+/// Commits one artifact durably and returns its record.
+fn commit_one(store: &Store, pending: PendingArtifact) -> Result<Record, Error> {
+    store
+        .commit(vec![pending])?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            Error::Dispatch(crate::DispatchError::Sink(
+                "commit returned no record".into(),
+            ))
+        })
 }
 
 /// `(serializer, version)` that wrote a record, for "written by" messages.
