@@ -56,12 +56,15 @@ fn states(host: &Host) -> BTreeMap<(String, String), (String, String)> {
 /// Runs until killed.
 pub fn run(host: Host, interval_ms: u64) -> Result<()> {
     let interval = Duration::from_millis(interval_ms.max(10));
+    // Fingerprint first, then rescan: a change made while we start up is
+    // either seen by that rescan or differs from this fingerprint, never lost.
+    let config_path = host.config_path().to_owned();
+    let mut last = fingerprint(&config_path, &host.snapshot().config.plugin_dir);
+    host.rescan()?;
     let mut before = states(&host);
     for ((name, _), (state, reason)) in &before {
         print(&line(name, "new", state, reason))?;
     }
-    let config_path = host.config_path().to_owned();
-    let mut last = fingerprint(&config_path, &host.snapshot().config.plugin_dir);
     loop {
         std::thread::sleep(interval);
         let now = fingerprint(&config_path, &host.snapshot().config.plugin_dir);
