@@ -17,32 +17,27 @@
 
 use std::hint::black_box;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use stowage::{Buffer, Tensor, Value};
-use stowage_tests::{artifacts, TestDir};
+use stowage_tests::{artifacts, bench, TestDir};
 
 /// Median nanoseconds per call of `f` over `runs` runs of `iters` calls.
 fn per_call_ns(runs: usize, iters: u32, mut f: impl FnMut()) -> f64 {
-    let mut samples: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            start.elapsed().as_nanos() as f64 / f64::from(iters)
-        })
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    let run = bench::time(runs, || {
+        for _ in 0..iters {
+            f();
+        }
+    });
+    run.as_nanos() as f64 / f64::from(iters)
 }
 
+/// `value` as a ratio of an at-most `goal`, with the verdict.
 fn verdict(value: f64, goal: f64) -> String {
-    let ratio = value / goal;
     format!(
         "{:.2}x of goal {}",
-        ratio,
-        if ratio <= 1.0 { "(met)" } else { "(MISSED)" }
+        value / goal,
+        bench::at_most(value, goal)
     )
 }
 
@@ -111,10 +106,8 @@ fn startup(quick: bool) {
     dir.install("fixture-rival", "stowage_rival");
     dir.install("fixture-needs-echo", "stowage_needs_echo");
     let runs = if quick { 3 } else { 31 };
-    let mut times: Vec<Duration> = Vec::new();
     let mut last = Vec::new();
-    for _ in 0..runs {
-        let start = Instant::now();
+    let median = bench::time(runs, || {
         let output = Command::new(&artifacts().stowage)
             .args(["status", "--json"])
             .current_dir(&dir.root)
@@ -122,12 +115,10 @@ fn startup(quick: bool) {
             .env_remove("STOWAGE_CONFIG")
             .output()
             .expect("stowage runs");
-        times.push(start.elapsed());
         assert!(output.status.success(), "status failed");
         last = output.stdout;
-    }
-    times.sort();
-    let median_ms = times[times.len() / 2].as_secs_f64() * 1000.0;
+    });
+    let median_ms = median.as_secs_f64() * 1000.0;
     println!(
         "startup: `stowage status --json` with 3 plugins, cold process: {median_ms:.2} ms median  [{}]",
         verdict(median_ms, 20.0)
@@ -195,16 +186,7 @@ fn store(quick: bool) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
-    let profile = if cfg!(debug_assertions) {
-        "debug (figures not meaningful)"
-    } else {
-        "release"
-    };
-    println!(
-        "stowage host benchmarks ({profile}{})",
-        if quick { ", quick smoke run" } else { "" }
-    );
+    let quick = bench::start("stowage host benchmarks");
     dispatch(quick);
     startup(quick);
     store(quick);

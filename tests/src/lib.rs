@@ -9,6 +9,9 @@
 //!   install them (temp file, then rename).
 //! - [`StowageCmd`] runs the binary with a scrubbed environment.
 //! - [`wait_until`] polls with a deadline instead of sleeping.
+//! - [`mod@bench`] holds what the benchmarks in `tests/benches/` share.
+
+pub mod bench;
 
 use std::collections::HashMap;
 use std::fs;

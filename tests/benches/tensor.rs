@@ -15,43 +15,18 @@
 //! is a smoke run on small sizes. The store lives under the target dir and is
 //! deleted at the end.
 
-use std::fs::{self, File};
+use std::fs;
 use std::hint::black_box;
-use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use stowage::{Buffer, Tensor, Value};
+use stowage_tests::bench::{self, at_least, at_most, median, time};
 use stowage_tests::TestDir;
 
 const MIB: usize = 1 << 20;
 /// Metaflow's recorded save throughput for a 256 MiB float32 tensor.
 const METAFLOW_BYTES_PER_SEC: f64 = 27e6;
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn time(runs: usize, mut f: impl FnMut()) -> Duration {
-    median(
-        (0..runs)
-            .map(|_| {
-                let start = Instant::now();
-                f();
-                start.elapsed()
-            })
-            .collect(),
-    )
-}
-
-fn goal_at_least(ratio: f64, goal: f64) -> &'static str {
-    if ratio >= goal {
-        "(met)"
-    } else {
-        "(MISSED)"
-    }
-}
 
 fn f32_tensor(bytes: usize) -> Vec<u8> {
     (0..bytes / 4)
@@ -75,30 +50,16 @@ fn status_bytes(key: &str) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-fn fsync_dir(dir: &Path) {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .expect("fsync directory");
-}
-
 /// The `safetensors` crate used directly, as durable and hashed as the store.
 fn baseline_save(dir: &Path, data: &[u8], shape: usize) -> blake3::Hash {
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![shape], data)
         .expect("valid view");
     let bytes = safetensors::serialize([("tensor", view)], None).expect("serialize");
-    let hash = blake3::hash(&bytes);
-    let temp = dir.join("baseline.tmp");
-    let mut file = File::create(&temp).expect("create");
-    file.write_all(&bytes).expect("write");
-    file.sync_all().expect("fsync");
-    fs::rename(&temp, dir.join("baseline.safetensors")).expect("rename");
-    fsync_dir(dir);
-    hash
+    bench::durable_write(dir, "baseline.safetensors", &bytes)
 }
 
 fn baseline_load(dir: &Path, expected: &blake3::Hash) -> usize {
-    let bytes = fs::read(dir.join("baseline.safetensors")).expect("read");
-    assert_eq!(&blake3::hash(&bytes), expected, "baseline blob intact");
+    let bytes = bench::verified_read(&dir.join("baseline.safetensors"), expected);
     let file = safetensors::SafeTensors::deserialize(&bytes).expect("deserialize");
     let view = file.tensor("tensor").expect("tensor");
     black_box(view.data()).len()
@@ -113,7 +74,7 @@ fn tensor_value(data: Vec<u8>) -> Value {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let quick = bench::start("tensor benchmarks through the host");
     let (size, runs, small, large, mapped_runs) = if quick {
         (16 * MIB, 1, 16 * MIB, 64 * MIB, 5)
     } else {
@@ -163,18 +124,18 @@ fn main() {
     let load_ratio = theirs_load.as_secs_f64() / ours_load.as_secs_f64();
     println!(
         "save: stowage {ours_save:.2?}, safetensors crate {theirs_save:.2?}: {save_ratio:.2}x of the crate's speed, goal >= 0.95 {}",
-        goal_at_least(save_ratio, 0.95)
+        at_least(save_ratio, 0.95)
     );
     println!(
         "load (verified): stowage {ours_load:.2?}, safetensors crate {theirs_load:.2?}: {load_ratio:.2}x, goal >= 0.95 {}",
-        goal_at_least(load_ratio, 0.95)
+        at_least(load_ratio, 0.95)
     );
     let throughput = size as f64 / ours_save.as_secs_f64();
     let vs_metaflow = throughput / METAFLOW_BYTES_PER_SEC;
     println!(
         "save throughput: {:.0} MB/s = {vs_metaflow:.0}x Metaflow's ~27 MB/s, goal >= 50x {}",
         throughput / 1e6,
-        goal_at_least(vs_metaflow, 50.0)
+        at_least(vs_metaflow, 50.0)
     );
     let peak_ratio = peak as f64 / size as f64;
     let added = peak.saturating_sub(rss_before_tensor) as f64 / size as f64;
@@ -183,11 +144,7 @@ fn main() {
          {} MiB held before the tensor existed), goal <= 1.2x {}",
         peak / MIB as u64,
         rss_before_tensor / MIB as u64,
-        if peak_ratio <= 1.2 {
-            "(met)"
-        } else {
-            "(MISSED)"
-        }
+        at_most(peak_ratio, 1.2)
     );
     drop(value);
 
@@ -203,14 +160,10 @@ fn main() {
         })
     };
     let (t_small, t_large) = (mapped("small"), mapped("large"));
-    let ratio = t_large.as_secs_f64() / t_small.as_secs_f64();
-    println!(
-        "load_mapped: {} MiB {t_small:.2?}, {} MiB {t_large:.2?}: {ratio:.2}x, goal equal (1.0x) {}",
-        small / MIB,
-        large / MIB,
-        if ratio <= 1.5 { "(met)" } else { "(MISSED)" }
+    bench::print_mapped(
+        &format!("{} MiB", small / MIB),
+        t_small,
+        &format!("{} MiB", large / MIB),
+        t_large,
     );
-
-    drop(host);
-    let _ = fs::remove_dir_all(&dir.root);
 }
