@@ -164,7 +164,27 @@ impl ArrowBatch {
     /// A fresh export of the same data: independently releasable, zero-copy,
     /// keeping `original` alive until every share is released.
     pub fn share(original: &Arc<ArrowBatch>) -> ArrowBatch {
-        let keeper = Keeper(Arc::clone(original));
+        Self::share_keeping(original, None)
+    }
+
+    /// This batch, re-exported so that releasing it (or any share made from
+    /// it later) also keeps `guard` alive until the last node is released.
+    ///
+    /// For data whose buffers point into memory someone else owns (a
+    /// memory-mapped blob): the guard owns that memory, and every node of
+    /// the returned batch holds it, even a child a consumer moved out.
+    pub fn keeping(self, guard: Arc<dyn Send + Sync>) -> ArrowBatch {
+        Self::share_keeping(&Arc::new(self), Some(guard))
+    }
+
+    fn share_keeping(
+        original: &Arc<ArrowBatch>,
+        guard: Option<Arc<dyn Send + Sync>>,
+    ) -> ArrowBatch {
+        let keeper = Keeper {
+            _original: Arc::clone(original),
+            _guard: guard,
+        };
         // SAFETY: `original` is a valid batch (it came through `from_raw` or a
         // plugin export, both of which require validity) and `keeper` keeps it
         // alive for as long as any node of the share exists.
@@ -201,10 +221,13 @@ fn release_array(array: &mut ArrowArray) {
     }
 }
 
-/// Keeps the original batch alive for its shares; dropping the last one
-/// releases it.
+/// Keeps the original batch (and the memory its buffers point into) alive
+/// for its shares; dropping the last one releases it.
 #[derive(Clone)]
-struct Keeper(#[allow(dead_code)] Arc<ArrowBatch>);
+struct Keeper {
+    _original: Arc<ArrowBatch>,
+    _guard: Option<Arc<dyn Send + Sync>>,
+}
 
 struct SharedSchema {
     _keeper: Keeper,
@@ -338,46 +361,88 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    static SCHEMA_RELEASES: AtomicUsize = AtomicUsize::new(0);
-    static ARRAY_RELEASES: AtomicUsize = AtomicUsize::new(0);
+    /// Release counts of one counted batch, reached through `private_data`
+    /// so tests running in parallel do not share counters.
+    #[derive(Default)]
+    struct Releases {
+        schema: AtomicUsize,
+        array: AtomicUsize,
+    }
+
+    impl Releases {
+        fn get(&self) -> (usize, usize) {
+            (
+                self.schema.load(Ordering::SeqCst),
+                self.array.load(Ordering::SeqCst),
+            )
+        }
+    }
 
     unsafe extern "C" fn count_schema(schema: *mut ArrowSchema) {
-        SCHEMA_RELEASES.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: `counted_batch` set `private_data` to a leaked `Releases`.
+        let releases = unsafe { &*((*schema).private_data as *const Releases) };
+        releases.schema.fetch_add(1, Ordering::SeqCst);
         // SAFETY: test structs are plain values owned by the caller.
         unsafe { (*schema).release = None };
     }
 
     unsafe extern "C" fn count_array(array: *mut ArrowArray) {
-        ARRAY_RELEASES.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: as in `count_schema`.
+        let releases = unsafe { &*((*array).private_data as *const Releases) };
+        releases.array.fetch_add(1, Ordering::SeqCst);
         // SAFETY: as above.
         unsafe { (*array).release = None };
     }
 
-    fn counted_batch() -> ArrowBatch {
+    fn counted_batch() -> (ArrowBatch, &'static Releases) {
+        let releases: &'static Releases = Box::leak(Box::default());
+        let private = releases as *const Releases as *mut c_void;
         let mut schema = ArrowSchema::released();
         schema.format = c"+s".as_ptr();
         schema.release = Some(count_schema);
+        schema.private_data = private;
         let mut array = ArrowArray::released();
         array.length = 3;
         array.release = Some(count_array);
+        array.private_data = private;
         // SAFETY: the structs above are valid (no children, no buffers).
-        unsafe { ArrowBatch::from_raw(schema, array) }
+        (unsafe { ArrowBatch::from_raw(schema, array) }, releases)
     }
 
     #[test]
     fn original_released_once_after_all_shares_drop() {
-        let original = Arc::new(counted_batch());
+        let (batch, releases) = counted_batch();
+        let original = Arc::new(batch);
         let shares: Vec<ArrowBatch> = (0..3).map(|_| ArrowBatch::share(&original)).collect();
         assert_eq!(shares[1].array.length, 3);
         drop(original);
-        assert_eq!(ARRAY_RELEASES.load(Ordering::SeqCst), 0);
+        assert_eq!(releases.get(), (0, 0));
         let mut shares = shares;
         let moved = shares[0].take();
         assert!(shares[0].is_released());
         drop(shares);
-        assert_eq!(ARRAY_RELEASES.load(Ordering::SeqCst), 0);
+        assert_eq!(releases.get(), (0, 0));
         drop(moved);
-        assert_eq!(ARRAY_RELEASES.load(Ordering::SeqCst), 1);
-        assert_eq!(SCHEMA_RELEASES.load(Ordering::SeqCst), 1);
+        assert_eq!(releases.get(), (1, 1));
+    }
+
+    #[test]
+    fn kept_guard_outlives_the_batch_and_every_later_share() {
+        let (batch, releases) = counted_batch();
+        let guard: Arc<dyn Send + Sync> = Arc::new(vec![0u8; 16]);
+        let kept = Arc::new(batch.keeping(Arc::clone(&guard)));
+        let share = ArrowBatch::share(&kept);
+        assert_eq!(share.array.length, 3);
+        drop(kept);
+        // One hold per node of the kept batch (its schema and its array).
+        assert_eq!(
+            Arc::strong_count(&guard),
+            3,
+            "the share still holds the guard"
+        );
+        assert_eq!(releases.get(), (0, 0));
+        drop(share);
+        assert_eq!(releases.get(), (1, 1));
+        assert_eq!(Arc::strong_count(&guard), 1, "released with the last node");
     }
 }

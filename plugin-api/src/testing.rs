@@ -149,6 +149,11 @@ impl<P: Plugin> PluginTest<P> {
     /// `can_deserialize` then `deserialize` of what `serialize` stored. The
     /// value is returned owned (borrowed payloads copied) so it can outlive
     /// the views this helper builds.
+    ///
+    /// Arrow batches are not copied: a plugin that loads zero-copy (as the
+    /// host allows) returns batches whose buffers point into `blobs`, so keep
+    /// `blobs` alive and unchanged until the batches are released, as the
+    /// host does.
     pub fn deserialize(
         &self,
         metadata: &Metadata,

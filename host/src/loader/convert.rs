@@ -6,9 +6,10 @@
 //! released when replaced or dropped).
 //!
 //! Out of a plugin: [`value_from_owned`] copies only strings; tensor and byte
-//! payloads become [`Buffer`]s that keep the plugin's allocation (and the
-//! blobs it may point into) alive, so a tensor loaded from a memory-mapped
-//! blob is never copied.
+//! payloads become [`Buffer`]s, and Arrow batches are re-exported with
+//! [`ArrowBatch::keeping`], both holding the plugin's allocation (and the
+//! blobs it may point into) alive, so a tensor or table loaded from a
+//! memory-mapped blob is never copied.
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -203,14 +204,23 @@ fn read(node: &AbiValue<'_>, owner: &Arc<dyn Send + Sync>) -> Result<Value, Call
                 .collect(),
         }),
         Kind::Arrow => {
-            let batches = (0..node.arrow_len)
-                .map(|i| {
-                    // SAFETY: the plugin hands over `arrow_len` batches at
-                    // `arrow` with permission to move them out; each is moved
-                    // once and left released for the owner's drop.
-                    unsafe { (*node.arrow.add(i)).take() }
-                })
-                .collect();
+            let mut batches = Vec::with_capacity(node.arrow_len);
+            for i in 0..node.arrow_len {
+                // SAFETY: the plugin hands over `arrow_len` batches at
+                // `arrow` with permission to move them out; each is moved
+                // once and left released for the owner's drop.
+                let batch = unsafe { (*node.arrow.add(i)).take() };
+                if batch.schema.release.is_none() || batch.array.release.is_none() {
+                    return Err(CallError::new(
+                        ErrorKind::Internal,
+                        format!("plugin returned arrow batch {i} already released"),
+                    ));
+                }
+                // The batch may point into the blobs the plugin was lent
+                // (a zero-copy load from the mapped file): every node keeps
+                // them alive, even one a consumer moves out on its own.
+                batches.push(batch.keeping(Arc::clone(owner)));
+            }
             Value::Arrow(ArrowTable::new(batches))
         }
         Kind::ClassSource => Value::ClassSource(ClassSource {

@@ -41,6 +41,9 @@ pub enum FormatError {
     /// arrow-rs panicked on hostile input (caught).
     #[error("malformed arrow ipc data: the reader failed: {0}")]
     ReaderPanic(String),
+    /// The file was written on a machine of the other byte order.
+    #[error("arrow ipc file has the other byte order from this machine's; it cannot be read here")]
+    ForeignByteOrder,
     /// Batches of one value disagree on their schema.
     #[error("batch {index} has a different schema from batch 0")]
     SchemaMismatch {
@@ -70,9 +73,9 @@ impl From<FormatError> for PluginError {
             .collect::<Vec<_>>()
             .join(" ");
         match error {
-            FormatError::BadCompression(_) | FormatError::UnsupportedBatch(_) => {
-                PluginError::unsupported(message)
-            }
+            FormatError::BadCompression(_)
+            | FormatError::UnsupportedBatch(_)
+            | FormatError::ForeignByteOrder => PluginError::unsupported(message),
             FormatError::Write(_) => PluginError::internal(message),
             _ => PluginError::invalid_input(message),
         }

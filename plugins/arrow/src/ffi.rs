@@ -22,10 +22,12 @@
 
 #![allow(unsafe_code)]
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::{Array, RecordBatch, RecordBatchOptions, StructArray};
+use arrow_buffer::Buffer;
 use arrow_schema::{DataType, Schema};
 use stowage_plugin_api::{ArrowArray, ArrowBatch, ArrowSchema};
 
@@ -92,6 +94,25 @@ pub fn export_batch(batch: &RecordBatch) -> Result<ArrowBatch, FormatError> {
     // SAFETY: both structs were just exported by arrow-rs (valid, unreleased)
     // and ownership passes to the returned batch.
     Ok(unsafe { ArrowBatch::from_raw(schema, array) })
+}
+
+/// An arrow-rs [`Buffer`] over bytes the host lent, without copying them.
+///
+/// # Safety
+/// `bytes` must stay valid and unchanged for as long as the returned buffer,
+/// any slice of it, or any array read from it lives (including exports of
+/// such arrays handed to the host). [`Plugin::deserialize`]'s contract gives
+/// exactly that for its blobs: the host keeps them alive as long as the
+/// value it gets back.
+///
+/// [`Plugin::deserialize`]: stowage_plugin_api::Plugin::deserialize
+pub(crate) unsafe fn lent_buffer(bytes: &[u8]) -> Buffer {
+    /// Owns nothing: the host owns the memory (see above).
+    struct HostLent;
+    let start = NonNull::from(bytes).cast::<u8>();
+    // SAFETY: `start` is valid for `bytes.len()` bytes, and for long enough
+    // by the caller's promise.
+    unsafe { Buffer::from_custom_allocation(start, bytes.len(), Arc::new(HostLent)) }
 }
 
 /// Test support: wraps a batch so each `release` is counted.
@@ -186,8 +207,10 @@ pub(crate) mod counting {
         )
     }
 
-    /// A batch whose struct array claims a child string array with an
-    /// offset past its data: well-formed structs, invalid data.
+    /// A batch whose struct array holds a string child with invalid UTF-8:
+    /// well-formed structs and in-bounds offsets (the C Data import reads the
+    /// last offset to size the values, so anything past the buffers would be
+    /// an out-of-bounds read before validation could run), invalid data.
     pub fn invalid_batch() -> ArrowBatch {
         use arrow_array::{Array, StringArray, StructArray};
         use arrow_buffer::Buffer;
@@ -195,22 +218,21 @@ pub(crate) mod counting {
         use arrow_schema::{DataType, Field, Fields};
 
         let fields = Fields::from(vec![Field::new("s", DataType::Utf8, false)]);
-        let offsets = Buffer::from_slice_ref([0i32, 3, 1000]);
-        let values = Buffer::from_slice_ref(b"abc");
+        let offsets = Buffer::from_slice_ref([0i32, 1, 3]);
+        let values = Buffer::from_slice_ref([0xffu8, b'o', b'k']);
         let builder = ArrayDataBuilder::new(DataType::Utf8)
             .len(2)
             .add_buffer(offsets)
             .add_buffer(values);
-        // SAFETY: deliberately invalid (offset 1000 past 3 bytes of values);
-        // it is only exported, never read here, to prove the plugin's import
-        // validates before reading.
+        // SAFETY: deliberately invalid (0xff is not UTF-8) but every offset
+        // is within the 3 value bytes; it is only exported, never read here,
+        // to prove the plugin's import validates before reading.
         let strings = StringArray::from(unsafe { builder.build_unchecked() });
         let structs = StructArray::new(fields, vec![std::sync::Arc::new(strings) as _], None);
         let data = structs.into_data();
         let ffi_array = arrow_array::ffi::FFI_ArrowArray::new(&data);
         let ffi_schema = arrow_array::ffi::FFI_ArrowSchema::try_from(data.data_type())
             .expect("a struct type exports");
-        let _ = data.len();
         // SAFETY: same layout equivalence as `export_batch`.
         let schema: ArrowSchema = unsafe { std::mem::transmute(ffi_schema) };
         // SAFETY: as above.

@@ -21,10 +21,14 @@
 
 use std::collections::HashMap;
 use std::io::Cursor;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_ipc::reader::{FileReader, StreamReader};
+use arrow_buffer::Buffer;
+use arrow_data::ArrayData;
+use arrow_ipc::reader::{FileDecoder, StreamReader};
 use arrow_ipc::{CompressionType, MessageHeader};
 use arrow_schema::SchemaRef;
 
@@ -116,14 +120,60 @@ pub fn read(bytes: &[u8]) -> Result<Table, FormatError> {
     }
 }
 
-/// Reads and fully validates an IPC file.
+/// Reads and fully validates an IPC file from borrowed bytes, copying them
+/// once into an aligned buffer the batches then share.
 pub fn read_file(bytes: &[u8]) -> Result<Table, FormatError> {
+    read_file_buffer(&Buffer::from(bytes))
+}
+
+/// Reads and fully validates an IPC file held in `file`, without copying:
+/// every batch buffer is a slice of `file`, except where the message is
+/// compressed (decompressed into new memory) or a buffer's offset is not
+/// aligned for its type (arrow-rs re-aligns it by copying). See
+/// [`copied_buffers`] to count those.
+pub fn read_file_buffer(file: &Buffer) -> Result<Table, FormatError> {
+    let bytes = file.as_slice();
     let codec = check_file(bytes)?;
     guarded(|| {
-        let reader = FileReader::try_new(Cursor::new(bytes), None)?;
-        let schema = reader.schema();
-        let custom_metadata = reader.custom_metadata().clone();
-        let batches = collect(reader)?;
+        // `check_file` has verified the framing, the footer flatbuffer, every
+        // block's range and the schema, so the slicing below is in bounds.
+        let len = bytes.len();
+        let footer_len = i32::from_le_bytes([
+            bytes[len - 10],
+            bytes[len - 9],
+            bytes[len - 8],
+            bytes[len - 7],
+        ]) as usize;
+        let footer = arrow_ipc::root_as_footer(&bytes[len - 10 - footer_len..len - 10])
+            .map_err(|e| malformed(format!("bad footer flatbuffer: {}", first_line(&e))))?;
+        let ipc_schema = footer
+            .schema()
+            .ok_or_else(|| malformed("the footer has no schema"))?;
+        if !ipc_schema.endianness().equals_to_target_endianness() {
+            return Err(FormatError::ForeignByteOrder);
+        }
+        let schema = Arc::new(arrow_ipc::convert::fb_to_schema(ipc_schema));
+        let custom_metadata = footer
+            .custom_metadata()
+            .into_iter()
+            .flatten()
+            .filter_map(|pair| Some((pair.key()?.to_owned(), pair.value()?.to_owned())))
+            .collect();
+        let block_buffer = |block: &arrow_ipc::Block| {
+            let length = block.metaDataLength() as usize + block.bodyLength() as usize;
+            file.slice_with_length(block.offset() as usize, length)
+        };
+        let mut decoder = FileDecoder::new(Arc::clone(&schema), footer.version());
+        for block in footer.dictionaries().into_iter().flatten() {
+            decoder.read_dictionary(block, &block_buffer(block))?;
+        }
+        let mut batches = Vec::new();
+        for block in footer.recordBatches().into_iter().flatten() {
+            if let Some(batch) = decoder.read_record_batch(block, &block_buffer(block))? {
+                validate(&batch)?;
+                batches.push(batch);
+            }
+        }
         Ok(Table {
             format: IpcFormat::File,
             schema,
@@ -132,6 +182,35 @@ pub fn read_file(bytes: &[u8]) -> Result<Table, FormatError> {
             custom_metadata,
         })
     })
+}
+
+/// How many of the batches' non-empty buffers (nulls, offsets, values, of
+/// every child and dictionary) lie outside `file`, i.e. were copied when
+/// read with [`read_file_buffer`]; and how many there are in all.
+pub fn copied_buffers(batches: &[RecordBatch], file: &[u8]) -> (usize, usize) {
+    fn visit(data: &ArrayData, file: &Range<*const u8>, counts: &mut (usize, usize)) {
+        let nulls = data.nulls().map(|nulls| nulls.buffer());
+        for buffer in data.buffers().iter().chain(nulls) {
+            if buffer.is_empty() {
+                continue;
+            }
+            counts.1 += 1;
+            if !file.contains(&buffer.as_ptr()) {
+                counts.0 += 1;
+            }
+        }
+        for child in data.child_data() {
+            visit(child, file, counts);
+        }
+    }
+    let file = file.as_ptr_range();
+    let mut counts = (0, 0);
+    for batch in batches {
+        for column in batch.columns() {
+            visit(&column.to_data(), &file, &mut counts);
+        }
+    }
+    counts
 }
 
 /// Reads and fully validates an IPC stream.
@@ -157,12 +236,18 @@ fn collect(
     let mut batches = Vec::new();
     for batch in reader {
         let batch = batch?;
-        for column in batch.columns() {
-            column.to_data().validate_full()?;
-        }
+        validate(&batch)?;
         batches.push(batch);
     }
     Ok(batches)
+}
+
+/// The full validation every batch read passes, whatever the reader did.
+fn validate(batch: &RecordBatch) -> Result<(), FormatError> {
+    for column in batch.columns() {
+        column.to_data().validate_full()?;
+    }
+    Ok(())
 }
 
 /// Runs arrow-rs code, turning a panic into an error.

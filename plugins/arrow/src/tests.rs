@@ -15,14 +15,15 @@ use arrow_array::{
     UInt8Array, UnionArray,
 };
 use arrow_buffer::{IntervalMonthDayNano, ScalarBuffer};
-use arrow_ipc::writer::StreamWriter;
+use arrow_ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
+use arrow_ipc::MetadataVersion;
 use arrow_schema::{DataType, Field, Fields, Schema, UnionFields};
 use stowage_plugin_api::testing::{PluginTest, Stored};
 use stowage_plugin_api::{ErrorKind, Value};
 
 use crate::ffi::counting::{invalid_batch, wrap};
 use crate::ffi::{export_batch, import_batch};
-use crate::read::{read_file, Codec};
+use crate::read::{copied_buffers, read_file, Codec};
 use crate::write::write_file;
 use crate::ArrowPlugin;
 
@@ -341,6 +342,74 @@ fn compression_option_is_applied_and_recorded() {
 }
 
 #[test]
+fn uncompressed_loads_point_into_the_blob_and_compressed_ones_are_recorded_as_copies() {
+    let batches = vec![many_types(0), many_types(10)];
+    for (option, load) in [
+        ("none", "zero-copy"),
+        ("lz4", "copy: lz4 decompression"),
+        ("zstd", "copy: zstd decompression"),
+    ] {
+        let stored = serialize_counted(&batches, &[("compression", option)]).expect("serialize");
+        assert!(
+            info(&stored, "load", load),
+            "{option}: {:?}",
+            stored.metadata
+        );
+        let back = load_plain(&stored);
+        assert_eq!(back, batches);
+        let (copied, total) = copied_buffers(&back, &stored.blobs[0].1);
+        assert!(
+            total > 40,
+            "{option}: every type's buffers counted ({total})"
+        );
+        // Buffers that compression would not shrink are stored raw (length
+        // prefix -1) and still read in place; the rest are decompressed.
+        match option {
+            "none" => assert_eq!(copied, 0, "{option}: copied {copied} of {total}"),
+            _ => assert!(copied > 0, "{option}: copied {copied} of {total}"),
+        }
+    }
+}
+
+/// A file from a writer that aligns buffers to 8 bytes only (like
+/// pyarrow's default), with a decimal128 column (16-byte values) placed at
+/// an offset that is 8 modulo 16.
+fn file_aligned_to_8(rows_before: usize) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Int64, false),
+        Field::new("d", DataType::Decimal128(20, 2), false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..rows_before as i64)),
+            Arc::new(
+                Decimal128Array::from_iter_values((0..rows_before as i128).map(|i| i * 100))
+                    .with_precision_and_scale(20, 2)
+                    .expect("valid decimal"),
+            ),
+        ],
+    )
+    .expect("batch");
+    let options = IpcWriteOptions::try_new(8, false, MetadataVersion::V5).expect("options");
+    let mut writer =
+        FileWriter::try_new_with_options(Vec::new(), &schema, options).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.into_inner().expect("finish")
+}
+
+#[test]
+fn ingest_records_buffers_a_load_must_realign() {
+    let test = PluginTest::new(ArrowPlugin);
+    // One int64 puts the decimals at 8 modulo 16 in the file; two keep them
+    // at 0 modulo 16.
+    for (rows, load) in [(1, "copy: 1 of 2 buffers realigned"), (2, "zero-copy")] {
+        let stored = test.ingest(&file_aligned_to_8(rows), &[]).expect("ingest");
+        assert!(info(&stored, "load", load), "{rows}: {:?}", stored.metadata);
+    }
+}
+
+#[test]
 fn unknown_compression_is_refused_and_batches_still_released() {
     let error = serialize_counted(&[many_types(0)], &[("compression", "brotli")]).unwrap_err();
     assert_eq!(error.kind, ErrorKind::Unsupported);
@@ -359,7 +428,12 @@ fn invalid_c_data_is_refused_by_full_validation_and_released_once() {
         .unwrap_err();
     drop(value);
     assert_eq!(error.kind, ErrorKind::InvalidInput, "{error}");
-    assert!(error.message.starts_with("invalid arrow data:"), "{error}");
+    assert_eq!(
+        error.message,
+        "invalid arrow data: Invalid argument error: Struct(\"s\": non-null Utf8) child #0 \
+         invalid: Invalid argument error: Invalid UTF8 sequence at string index 0 (0..1): \
+         invalid utf-8 sequence of 1 bytes from index 0"
+    );
     assert_eq!(counts.get(), (1, 1));
 }
 
