@@ -75,12 +75,13 @@ pub use read::{read, read_file, read_file_buffer, read_stream, Codec, IpcFormat,
 pub const BLOB: &str = "data";
 /// The option key selecting compression on write.
 pub const COMPRESSION: &str = "compression";
-/// The alignment a blob must start at to be read in place. IPC aligns
-/// buffers within the file (to 8 bytes at least, 64 when arrow-rs writes),
-/// so a blob at a 64-byte boundary keeps every buffer as aligned as in the
-/// file. Large blobs are stored raw and memory-mapped (page-aligned); a
-/// small one packed at another offset is copied once into aligned memory.
-pub const FILE_ALIGNMENT: usize = 64;
+/// The alignment a blob must start at to be read in place: the largest any
+/// Arrow type needs (16 bytes, for decimal128/256 values). IPC aligns
+/// buffers within the file, so a blob at such an address keeps each buffer
+/// as aligned as the file made it. Raw blobs are memory-mapped (page
+/// aligned); a small one packed at another offset is copied once into
+/// aligned memory.
+pub const FILE_ALIGNMENT: usize = 16;
 /// Version of the `arrow-ipc-file` encoding this plugin writes.
 pub const ENCODING_VERSION: u32 = 1;
 

@@ -8,9 +8,17 @@
 //! The schema is checked by [`crate::schema::check_schema`] and every record
 //! and dictionary batch's nodes and buffers by
 //! [`crate::schema::check_layout`], mirroring what arrow-ipc 59 would assert
-//! (and panic on). Only then does arrow-ipc's reader (validation on) decode,
-//! inside `catch_unwind` as a last line of defence, and every batch is
-//! re-checked with `validate_full`.
+//! (and panic on). Only then does arrow-ipc's reader decode, inside
+//! `catch_unwind` as a last line of defence, with validation on: it builds
+//! every array through `ArrayDataBuilder::build` (which runs
+//! `validate_data`: layout, offsets, UTF-8, dictionary keys), nested and
+//! union arrays through their `try_new`, and the batch through
+//! `RecordBatch::try_new_with_options` — together the same checks as
+//! `validate_full`, so no second pass is made.
+//!
+//! Decision: the fuzz targets call `validate_full` on every batch that reads
+//! and abort if it fails, so a gap in arrow-ipc's inline validation would be
+//! a fuzzing finding rather than an unvalidated load.
 //!
 //! Invariants: no allocation is sized by an unchecked untrusted length; no
 //! panic escapes [`read`]; every batch returned has passed full validation.
@@ -87,6 +95,20 @@ pub struct Table {
     pub codec: Codec,
     /// The file footer's custom metadata (file format only).
     pub custom_metadata: HashMap<String, String>,
+}
+
+impl Table {
+    /// Runs `ArrayData::validate_full` on every column again. Reading has
+    /// already validated everything inline; the fuzz targets call this to
+    /// prove it.
+    pub fn validate_full(&self) -> Result<(), FormatError> {
+        for batch in &self.batches {
+            for column in batch.columns() {
+                column.to_data().validate_full()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Which format `prefix` starts, if any: the file magic, or a continuation
@@ -170,7 +192,6 @@ pub fn read_file_buffer(file: &Buffer) -> Result<Table, FormatError> {
         let mut batches = Vec::new();
         for block in footer.recordBatches().into_iter().flatten() {
             if let Some(batch) = decoder.read_record_batch(block, &block_buffer(block))? {
-                validate(&batch)?;
                 batches.push(batch);
             }
         }
@@ -233,21 +254,7 @@ pub fn read_stream(bytes: &[u8]) -> Result<Table, FormatError> {
 fn collect(
     reader: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
 ) -> Result<Vec<RecordBatch>, FormatError> {
-    let mut batches = Vec::new();
-    for batch in reader {
-        let batch = batch?;
-        validate(&batch)?;
-        batches.push(batch);
-    }
-    Ok(batches)
-}
-
-/// The full validation every batch read passes, whatever the reader did.
-fn validate(batch: &RecordBatch) -> Result<(), FormatError> {
-    for column in batch.columns() {
-        column.to_data().validate_full()?;
-    }
-    Ok(())
+    reader.map(|batch| Ok(batch?)).collect()
 }
 
 /// Runs arrow-rs code, turning a panic into an error.
