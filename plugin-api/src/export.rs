@@ -167,6 +167,10 @@ fn instance<P: Instance>() -> Result<&'static P::Plugin, PluginError> {
 }
 
 extern "C" fn init<P: Instance>() -> RResult<AbiDeclaration, AbiError> {
+    // Once, here rather than in every `guard`: the loader calls `init` before
+    // any other entry point (they fail until it has), and a per-call check
+    // of the hook's `Once` was a cache miss per call into each library.
+    install_capturing_hook();
     guard("init", || {
         let plugin = P::cell().get_or_init(P::construct);
         Ok(declaration_to_abi(plugin.declaration(), P::CRATE_VERSION))
@@ -285,7 +289,6 @@ fn guard<T>(
     entry: &'static str,
     body: impl FnOnce() -> Result<T, PluginError>,
 ) -> RResult<T, AbiError> {
-    install_capturing_hook();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(value)) => RResult::ROk(value),
         Ok(Err(error)) => RResult::RErr(error.into_abi()),

@@ -12,7 +12,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use stowage_plugin_api::abi::{
-    AbiBlob, AbiError, AbiErrorKind, AbiMetadata, AbiMetadataRef, AbiSink, AbiStrPair, PluginModRef,
+    AbiBlob, AbiError, AbiErrorKind, AbiMetadata, AbiMetadataRef, AbiSink, AbiStrPair, AbiValue,
+    PluginModRef,
 };
 use stowage_plugin_api::ErrorKind;
 
@@ -23,8 +24,15 @@ use crate::serializer::{
 };
 use crate::value::{Buffer, Value};
 
+/// The plugin's `can_serialize` entry point.
+type CanSerializeFn = for<'a> extern "C" fn(&AbiValue<'a>) -> RResult<bool, AbiError>;
+
 /// A plugin loaded from a library (never unloaded).
 pub struct ForeignPlugin {
+    /// Copied out of the module: the module table lives in the plugin's own
+    /// data segment, and reading it on every call was a cache miss per
+    /// declining candidate, the hot path of dispatch.
+    can_serialize: CanSerializeFn,
     info: PluginInfo,
     module: PluginModRef,
     describe: Option<DescribeFn>,
@@ -37,6 +45,7 @@ impl ForeignPlugin {
         describe: Option<DescribeFn>,
     ) -> Self {
         ForeignPlugin {
+            can_serialize: module.can_serialize(),
             info,
             module,
             describe,
@@ -186,7 +195,7 @@ impl Serializer for ForeignPlugin {
     }
 
     fn can_serialize(&self, value: &CallValue<'_>) -> Result<bool, CallError> {
-        value.with_prepared(|prepared| result((self.module.can_serialize())(prepared.for_call())))
+        value.with_prepared(|prepared| result((self.can_serialize)(prepared.for_call())))
     }
 
     fn serialize(
