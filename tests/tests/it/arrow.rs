@@ -5,11 +5,10 @@
 //! re-saved (fresh C Data exports into `serialize`) read equal too; malformed
 //! files are refused with one clear line.
 //!
-//! Decision: release counting with hand-made counted C structs lives in the
-//! plugin crate's unit tests (in-process, through the same ABI structs);
-//! here, every share the host hands the plugin is proven released by the
-//! batch `Arc`s returning to one owner (this crate has no arrow-rs and no
-//! `unsafe`).
+//! C Data Interface round trips with release counters, through the host and
+//! the loaded plugin, live in [`c_data`] (no Python; CI also runs them under
+//! valgrind). The interop tests here check every share the host hands the
+//! plugin is released by the batch `Arc`s returning to one owner.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,6 +16,8 @@ use std::sync::Arc;
 
 use stowage::Value;
 use stowage_tests::{run_python, StowageCmd, TestDir};
+
+mod c_data;
 
 /// Writes the interop inputs into `argv[1]` and prints their file names.
 const MAKE_FILES: &str = r#"
