@@ -84,11 +84,22 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// Where the harness builds: a directory of its own inside the workspace's
+/// target dir.
+///
+/// Decision: not the workspace's target dir itself. A `cdylib` + `rlib`
+/// crate's files carry no hash in their names, and `cargo test --workspace`
+/// resolves features with every member's dev-dependencies (e.g. `bitflags`
+/// gains `std`), so its build of a plugin differs from this `cargo build` of
+/// it; sharing one directory, the second build overwrote the first's
+/// `libstowage_arrow.rlib` and the plugin crates' doctests, which run last,
+/// linked a mismatched `stowage_plugin_api`.
 fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    workspace_root().join("target")
+    let workspace_target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("target"),
+    };
+    workspace_target.join("harness")
 }
 
 /// Builds everything once per process and returns the paths.

@@ -31,6 +31,7 @@ mod foreign;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
 use abi_stable::library::{lib_header_from_raw_library, RawLibrary};
@@ -215,9 +216,7 @@ pub fn open(path: &Path, checks: &Checks<'_>) -> Result<Opened, LoadError> {
         .init_root_module::<PluginModRef>()
         .map_err(|e| layout_error(path, &e))?;
     let describe = read_ext_v1_1(path, &raw)?;
-    // Never unloaded: function pointers into the library live for the
-    // process (see the module invariant).
-    std::mem::forget(raw);
+    keep_loaded(raw);
 
     let declaration = match (module.init())().into_result() {
         Ok(declaration) => declaration,
@@ -385,6 +384,18 @@ fn open_failure(path: &Path, message: &str) -> Result<Opened, LoadError> {
         path: path.to_owned(),
         message: one_line(message),
     })
+}
+
+/// Keeps `library` open for the life of the process: function pointers into
+/// it outlive every caller (see the module invariant). Held in a static
+/// rather than forgotten, so the handle stays reachable and a leak checker
+/// does not report it.
+fn keep_loaded(library: RawLibrary) {
+    static OPENED: Mutex<Vec<RawLibrary>> = Mutex::new(Vec::new());
+    OPENED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(library);
 }
 
 fn read_probe(path: &Path, raw: &RawLibrary) -> Result<AbiProbe, LoadError> {
