@@ -359,54 +359,27 @@ unsafe extern "C" fn release_shared_array(array: *mut ArrowArray) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::testing::{count_releases, ReleaseCounts};
 
-    /// Release counts of one counted batch, reached through `private_data`
-    /// so tests running in parallel do not share counters.
-    #[derive(Default)]
-    struct Releases {
-        schema: AtomicUsize,
-        array: AtomicUsize,
-    }
-
-    impl Releases {
-        fn get(&self) -> (usize, usize) {
-            (
-                self.schema.load(Ordering::SeqCst),
-                self.array.load(Ordering::SeqCst),
-            )
-        }
-    }
-
-    unsafe extern "C" fn count_schema(schema: *mut ArrowSchema) {
-        // SAFETY: `counted_batch` set `private_data` to a leaked `Releases`.
-        let releases = unsafe { &*((*schema).private_data as *const Releases) };
-        releases.schema.fetch_add(1, Ordering::SeqCst);
+    unsafe extern "C" fn mark_schema_released(schema: *mut ArrowSchema) {
         // SAFETY: test structs are plain values owned by the caller.
         unsafe { (*schema).release = None };
     }
 
-    unsafe extern "C" fn count_array(array: *mut ArrowArray) {
-        // SAFETY: as in `count_schema`.
-        let releases = unsafe { &*((*array).private_data as *const Releases) };
-        releases.array.fetch_add(1, Ordering::SeqCst);
+    unsafe extern "C" fn mark_array_released(array: *mut ArrowArray) {
         // SAFETY: as above.
         unsafe { (*array).release = None };
     }
 
-    fn counted_batch() -> (ArrowBatch, &'static Releases) {
-        let releases: &'static Releases = Box::leak(Box::default());
-        let private = releases as *const Releases as *mut c_void;
+    fn counted_batch() -> (ArrowBatch, Arc<ReleaseCounts>) {
         let mut schema = ArrowSchema::released();
         schema.format = c"+s".as_ptr();
-        schema.release = Some(count_schema);
-        schema.private_data = private;
+        schema.release = Some(mark_schema_released);
         let mut array = ArrowArray::released();
         array.length = 3;
-        array.release = Some(count_array);
-        array.private_data = private;
+        array.release = Some(mark_array_released);
         // SAFETY: the structs above are valid (no children, no buffers).
-        (unsafe { ArrowBatch::from_raw(schema, array) }, releases)
+        count_releases(unsafe { ArrowBatch::from_raw(schema, array) })
     }
 
     #[test]

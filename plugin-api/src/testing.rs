@@ -4,7 +4,8 @@
 //! builds — value nodes, a sink, metadata and blob views — without building
 //! a `cdylib` or loading anything, so a plugin crate's unit tests exercise
 //! the real conversions. Loading through `dlopen` belongs in integration
-//! tests.
+//! tests. [`count_releases`] wraps an Arrow batch so a test can prove each
+//! `release` ran exactly once, in process or through the host.
 //!
 //! Decision: always compiled rather than behind a feature. A feature enabled
 //! only through dev-dependencies splits plugin-api into two builds in a
@@ -34,10 +35,13 @@
 //! ```
 
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use abi_stable::std_types::{RResult, RSlice, RStr};
 
 use crate::abi::{AbiBlob, AbiError, AbiErrorKind, AbiMetadataRef, AbiSink, AbiStrPair};
+use crate::arrow::{ArrowArray, ArrowBatch, ArrowSchema};
 use crate::plugin::{Blobs, Metadata, MetadataRef, Options, Plugin, PluginError, Sink};
 use crate::value::{AbiTree, Value, ValueRef};
 
@@ -229,4 +233,127 @@ impl<P: Plugin> PluginTest<P> {
             &Blobs(RSlice::from_slice(&abi_blobs)),
         )
     }
+}
+
+/// How often the root schema and array of one batch wrapped by
+/// [`count_releases`] were released.
+#[derive(Debug, Default)]
+pub struct ReleaseCounts {
+    schema: AtomicUsize,
+    array: AtomicUsize,
+}
+
+impl ReleaseCounts {
+    /// `(schema releases, array releases)`; `(1, 1)` once a batch is done.
+    pub fn get(&self) -> (usize, usize) {
+        (
+            self.schema.load(Ordering::SeqCst),
+            self.array.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Wraps `batch` so that each `release` of its root schema and array is
+/// counted before the wrapped struct is released: hand the result to a
+/// plugin (or the host) and check [`ReleaseCounts::get`] to prove every
+/// release ran exactly once.
+///
+/// The wrapper's structs alias the wrapped ones' fields (children, buffers,
+/// strings), as any consumer sees them. Children and dictionaries are
+/// released by their root's `release` (the C Data Interface's rule), so
+/// only roots are counted.
+pub fn count_releases(batch: ArrowBatch) -> (ArrowBatch, Arc<ReleaseCounts>) {
+    let counts = Arc::new(ReleaseCounts::default());
+    let (schema, array) = batch.into_raw();
+    // The aliases copy pointers to children and buffers, which stay where
+    // they are when the structs themselves move into their boxes.
+    let (schema_alias, array_alias) = (alias_schema(&schema), alias_array(&array));
+    let outer_schema = ArrowSchema {
+        release: Some(release_counted_schema),
+        private_data: Box::into_raw(Box::new(Counted {
+            inner: schema,
+            counts: Arc::clone(&counts),
+        }))
+        .cast(),
+        ..schema_alias
+    };
+    let outer_array = ArrowArray {
+        release: Some(release_counted_array),
+        private_data: Box::into_raw(Box::new(Counted {
+            inner: array,
+            counts: Arc::clone(&counts),
+        }))
+        .cast(),
+        ..array_alias
+    };
+    // SAFETY: the outer structs are valid C Data structs: their fields point
+    // at the inner structs' live children and buffers, which the boxes in
+    // `private_data` keep until the outer `release` frees them, once.
+    let batch = unsafe { ArrowBatch::from_raw(outer_schema, outer_array) };
+    (batch, counts)
+}
+
+/// The private data of a counted struct: the wrapped struct and the counts.
+struct Counted<T> {
+    inner: T,
+    counts: Arc<ReleaseCounts>,
+}
+
+/// A copy of `schema`'s fields with no ownership (`release` unset).
+fn alias_schema(schema: &ArrowSchema) -> ArrowSchema {
+    ArrowSchema {
+        format: schema.format,
+        name: schema.name,
+        metadata: schema.metadata,
+        flags: schema.flags,
+        n_children: schema.n_children,
+        children: schema.children,
+        dictionary: schema.dictionary,
+        release: None,
+        private_data: std::ptr::null_mut(),
+    }
+}
+
+/// A copy of `array`'s fields with no ownership (`release` unset).
+fn alias_array(array: &ArrowArray) -> ArrowArray {
+    ArrowArray {
+        length: array.length,
+        null_count: array.null_count,
+        offset: array.offset,
+        n_buffers: array.n_buffers,
+        n_children: array.n_children,
+        buffers: array.buffers,
+        children: array.children,
+        dictionary: array.dictionary,
+        release: None,
+        private_data: std::ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn release_counted_schema(schema: *mut ArrowSchema) {
+    // SAFETY: called by the owner of a live struct made by `count_releases`,
+    // once (`release` is cleared below), so `private_data` is its boxed
+    // `Counted<ArrowSchema>`, reclaimed here.
+    let outer = unsafe { &mut *schema };
+    // SAFETY: as above.
+    let mut counted = unsafe { Box::from_raw(outer.private_data.cast::<Counted<ArrowSchema>>()) };
+    counted.counts.schema.fetch_add(1, Ordering::SeqCst);
+    if let Some(release) = counted.inner.release {
+        // SAFETY: the box owns the wrapped struct, which is live.
+        unsafe { release(&mut counted.inner) };
+    }
+    outer.release = None;
+}
+
+unsafe extern "C" fn release_counted_array(array: *mut ArrowArray) {
+    // SAFETY: as in `release_counted_schema`, for `Counted<ArrowArray>`.
+    let outer = unsafe { &mut *array };
+    // SAFETY: as above.
+    let mut counted = unsafe { Box::from_raw(outer.private_data.cast::<Counted<ArrowArray>>()) };
+    counted.counts.array.fetch_add(1, Ordering::SeqCst);
+    if let Some(release) = counted.inner.release {
+        // SAFETY: the box owns the wrapped array, which is live.
+        unsafe { release(&mut counted.inner) };
+    }
+    outer.release = None;
 }

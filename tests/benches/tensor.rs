@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use stowage::{Buffer, Tensor, Value};
 use stowage_tests::bench::{self, at_least, at_most, median, time};
-use stowage_tests::TestDir;
+use stowage_tests::{proc_status_bytes, TestDir};
 
 const MIB: usize = 1 << 20;
 /// Metaflow's recorded save throughput for a 256 MiB float32 tensor.
@@ -32,22 +32,6 @@ fn f32_tensor(bytes: usize) -> Vec<u8> {
     (0..bytes / 4)
         .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
         .collect()
-}
-
-/// `/proc/self/status` field `key` (`VmRSS`, `VmHWM`), in bytes.
-fn status_bytes(key: &str) -> u64 {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
 }
 
 /// The `safetensors` crate used directly, as durable and hashed as the store.
@@ -87,7 +71,7 @@ fn main() {
     fs::create_dir_all(&baseline_dir).expect("baseline dir");
 
     println!("tensor: {} MiB f32, median of {runs} runs", size / MIB);
-    let rss_before_tensor = status_bytes("VmRSS");
+    let rss_before_tensor = proc_status_bytes("VmRSS");
     let value = tensor_value(f32_tensor(size));
     let Value::Tensor(tensor) = &value else {
         unreachable!("tensor_value makes a tensor")
@@ -97,7 +81,7 @@ fn main() {
     // Peak memory of one save, the tensor itself included.
     let _ = fs::write("/proc/self/clear_refs", "5");
     host.save("t", &value, &[]).expect("save");
-    let peak = status_bytes("VmHWM");
+    let peak = proc_status_bytes("VmHWM");
 
     let (mut ours_save, mut theirs_save) = (Vec::new(), Vec::new());
     let mut hash = None;

@@ -506,3 +506,51 @@ impl Drop for WatchProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Field `key` of `/proc/self/status` (`VmRSS`, `VmHWM`, given there in kB),
+/// in bytes.
+///
+/// # Panics
+///
+/// If the file or the field is missing (the tests run on Linux).
+pub fn proc_status_bytes(key: &str) -> u64 {
+    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        });
+    match kib {
+        Some(kib) => kib * 1024,
+        None => panic!("{key} in /proc/self/status"),
+    }
+}
+
+/// This process's file-backed memory mappings, from `/proc/self/maps`: each
+/// address range with the path of the file mapped there.
+///
+/// # Panics
+///
+/// If `/proc/self/maps` cannot be read (the tests run on Linux).
+pub fn file_mappings() -> Vec<(std::ops::Range<usize>, PathBuf)> {
+    let maps = fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    maps.lines()
+        .filter_map(|line| {
+            // `start-end perms offset dev inode      path`
+            let mut fields = line.splitn(6, ' ');
+            let (start, end) = fields.next()?.split_once('-')?;
+            let path = fields.nth(4)?.trim_start();
+            if !path.starts_with('/') {
+                return None;
+            }
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            Some((start..end, PathBuf::from(path)))
+        })
+        .collect()
+}

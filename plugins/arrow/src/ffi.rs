@@ -115,97 +115,10 @@ pub(crate) unsafe fn lent_buffer(bytes: &[u8]) -> Buffer {
     unsafe { Buffer::from_custom_allocation(start, bytes.len(), Arc::new(HostLent)) }
 }
 
-/// Test support: wraps a batch so each `release` is counted.
+/// Test support: C Data that is well-formed but invalid.
 #[cfg(test)]
-pub(crate) mod counting {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
+pub(crate) mod test_data {
     use stowage_plugin_api::{ArrowArray, ArrowBatch, ArrowSchema};
-
-    /// Release counts of one wrapped batch: (schema, array).
-    #[derive(Default, Debug)]
-    pub struct Counts {
-        pub schema: AtomicUsize,
-        pub array: AtomicUsize,
-    }
-
-    impl Counts {
-        pub fn get(&self) -> (usize, usize) {
-            (
-                self.schema.load(Ordering::SeqCst),
-                self.array.load(Ordering::SeqCst),
-            )
-        }
-    }
-
-    struct SchemaBox(ArrowSchema, Arc<Counts>);
-    struct ArrayBox(ArrowArray, Arc<Counts>);
-
-    unsafe extern "C" fn release_schema(schema: *mut ArrowSchema) {
-        // SAFETY: called once by the owner of a schema made by `wrap`, whose
-        // private data is a boxed `SchemaBox`; `release` is cleared below.
-        let outer = unsafe { &mut *schema };
-        // SAFETY: as above.
-        let mut inner = unsafe { Box::from_raw(outer.private_data as *mut SchemaBox) };
-        inner.1.schema.fetch_add(1, Ordering::SeqCst);
-        if let Some(release) = inner.0.release {
-            // SAFETY: the wrapped schema is owned by the box and live.
-            unsafe { release(&mut inner.0) };
-        }
-        outer.release = None;
-    }
-
-    unsafe extern "C" fn release_array(array: *mut ArrowArray) {
-        // SAFETY: as in `release_schema`, for a boxed `ArrayBox`.
-        let outer = unsafe { &mut *array };
-        // SAFETY: as above.
-        let mut inner = unsafe { Box::from_raw(outer.private_data as *mut ArrayBox) };
-        inner.1.array.fetch_add(1, Ordering::SeqCst);
-        if let Some(release) = inner.0.release {
-            // SAFETY: the wrapped array is owned by the box and live.
-            unsafe { release(&mut inner.0) };
-        }
-        outer.release = None;
-    }
-
-    /// Wraps `batch`: the outer structs alias the inner ones' fields, and
-    /// their `release` counts, then releases the inner struct.
-    pub fn wrap(batch: ArrowBatch) -> (ArrowBatch, Arc<Counts>) {
-        let counts = Arc::new(Counts::default());
-        let (schema, array) = batch.into_raw();
-        let schema = Box::new(SchemaBox(schema, Arc::clone(&counts)));
-        let array = Box::new(ArrayBox(array, Arc::clone(&counts)));
-        let outer_schema = ArrowSchema {
-            format: schema.0.format,
-            name: schema.0.name,
-            metadata: schema.0.metadata,
-            flags: schema.0.flags,
-            n_children: schema.0.n_children,
-            children: schema.0.children,
-            dictionary: schema.0.dictionary,
-            release: Some(release_schema),
-            private_data: Box::into_raw(schema).cast(),
-        };
-        let outer_array = ArrowArray {
-            length: array.0.length,
-            null_count: array.0.null_count,
-            offset: array.0.offset,
-            n_buffers: array.0.n_buffers,
-            n_children: array.0.n_children,
-            buffers: array.0.buffers,
-            children: array.0.children,
-            dictionary: array.0.dictionary,
-            release: Some(release_array),
-            private_data: Box::into_raw(array).cast(),
-        };
-        // SAFETY: the outer structs point at the inner ones' (live, boxed)
-        // children and buffers and release them through the box, once.
-        (
-            unsafe { ArrowBatch::from_raw(outer_schema, outer_array) },
-            counts,
-        )
-    }
 
     /// A batch whose struct array holds a string child with invalid UTF-8:
     /// well-formed structs and in-bounds offsets (the C Data import reads the

@@ -18,10 +18,10 @@ use arrow_buffer::{IntervalMonthDayNano, ScalarBuffer};
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
 use arrow_ipc::MetadataVersion;
 use arrow_schema::{DataType, Field, Fields, Schema, UnionFields};
-use stowage_plugin_api::testing::{PluginTest, Stored};
+use stowage_plugin_api::testing::{count_releases, PluginTest, Stored};
 use stowage_plugin_api::{ErrorKind, Value};
 
-use crate::ffi::counting::{invalid_batch, wrap};
+use crate::ffi::test_data::invalid_batch;
 use crate::ffi::{export_batch, import_batch};
 use crate::read::{copied_buffers, read_file, Codec};
 use crate::write::write_file;
@@ -255,7 +255,7 @@ fn serialize_counted(
     let mut counts = Vec::new();
     let mut exported = Vec::new();
     for batch in batches {
-        let (wrapped, count) = wrap(export_batch(batch).expect("export"));
+        let (wrapped, count) = count_releases(export_batch(batch).expect("export"));
         exported.push(wrapped);
         counts.push(count);
     }
@@ -278,7 +278,7 @@ fn assert_load_releases_once(stored: &Stored) {
         panic!("not an arrow value");
     };
     for batch in batches {
-        let (wrapped, count) = wrap(batch);
+        let (wrapped, count) = count_releases(batch);
         let imported = import_batch(wrapped).expect("import");
         assert_eq!(
             count.get(),
@@ -421,7 +421,7 @@ fn unknown_compression_is_refused_and_batches_still_released() {
 
 #[test]
 fn invalid_c_data_is_refused_by_full_validation_and_released_once() {
-    let (batch, counts) = wrap(invalid_batch());
+    let (batch, counts) = count_releases(invalid_batch());
     let mut value = Value::Arrow(vec![batch]);
     let error = PluginTest::new(ArrowPlugin)
         .serialize(&mut value, &[])

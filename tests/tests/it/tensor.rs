@@ -8,10 +8,10 @@
 //! fail, never skip.
 
 use std::fs;
-use std::path::Path;
+use std::path::PathBuf;
 
 use stowage::{Buffer, Tensor, TensorMap, Value};
-use stowage_tests::{run_python, StowageCmd, TestDir};
+use stowage_tests::{file_mappings, proc_status_bytes, run_python, StowageCmd, TestDir};
 
 fn tensor_dir(name: &str) -> TestDir {
     let dir = TestDir::new(name);
@@ -317,40 +317,12 @@ fn single_tensors_round_trip_as_tensors_named_tensor() {
     assert_eq!(out.trim(), "tensor BF16 [3] 803f0000c1ff");
 }
 
-/// The `/proc/self/maps` line of the file mapping holding `ptr`, if any.
-fn file_mapping_of(ptr: *const u8) -> Option<String> {
-    let maps = fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
-    let address = ptr as usize;
-    maps.lines()
-        .find(|line| {
-            let range = line.split_whitespace().next().unwrap_or_default();
-            let (start, end) = range.split_once('-').unwrap_or_default();
-            let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(start, 16),
-                usize::from_str_radix(end, 16),
-            ) else {
-                return false;
-            };
-            (start..end).contains(&address)
-        })
-        .map(str::to_owned)
-}
-
-/// Resident memory of this process, in bytes.
-fn resident_bytes() -> u64 {
-    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
+/// The file mapped at `ptr`, if any.
+fn file_mapped_at(ptr: *const u8) -> Option<PathBuf> {
+    file_mappings()
+        .into_iter()
+        .find(|(range, _)| range.contains(&(ptr as usize)))
+        .map(|(_, path)| path)
 }
 
 #[test]
@@ -372,12 +344,12 @@ fn mapped_loads_point_into_the_blob_file() {
     };
     let store = fs::canonicalize(dir.root.join("store")).expect("store dir");
     for (name, t) in &back.tensors {
-        let line = file_mapping_of(t.data.as_ptr())
+        let path = file_mapped_at(t.data.as_ptr())
             .unwrap_or_else(|| panic!("tensor {name} is not in any mapping"));
-        let path = line.split_whitespace().nth(5).unwrap_or_default();
         assert!(
-            Path::new(path).starts_with(&store),
-            "tensor {name} points into {line}, not a blob under {}",
+            path.starts_with(&store),
+            "tensor {name} points into {}, not a blob under {}",
+            path.display(),
             store.display()
         );
     }
@@ -400,9 +372,9 @@ fn mapped_load_of_a_1_gib_tensor_barely_moves_resident_memory() {
         let value = Value::Tensor(tensor("F32", &[(GIB / 4) as u64], vec![0u8; GIB]));
         host.save("big", &value, &[]).expect("save 1 GiB");
     }
-    let before = resident_bytes();
+    let before = proc_status_bytes("VmRSS");
     let loaded = host.load_mapped("big").expect("load_mapped");
-    let after = resident_bytes();
+    let after = proc_status_bytes("VmRSS");
     let Value::Tensor(t) = &loaded.value else {
         panic!("not a tensor")
     };
@@ -410,8 +382,12 @@ fn mapped_load_of_a_1_gib_tensor_barely_moves_resident_memory() {
         (t.shape.as_slice(), t.data.len()),
         (&[(GIB / 4) as u64][..], GIB)
     );
-    let line = file_mapping_of(t.data.as_ptr()).expect("data lies in a file mapping");
-    assert!(line.contains("/store/"), "mapping: {line}");
+    let path = file_mapped_at(t.data.as_ptr()).expect("data lies in a file mapping");
+    assert!(
+        path.starts_with(fs::canonicalize(dir.root.join("store")).expect("store dir")),
+        "mapping: {}",
+        path.display()
+    );
     let grown = after.saturating_sub(before);
     eprintln!("load_mapped of 1 GiB: RSS {before} -> {after} bytes");
     assert!(

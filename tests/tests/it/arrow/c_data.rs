@@ -2,7 +2,7 @@
 //! counters proving every `release` runs exactly once (issue #6).
 //!
 //! - Save: the test exports arrow-rs batches with `stowage_arrow::export_batch`
-//!   and wraps each root schema and array in a counter ([`counted`]); the
+//!   and wraps each root schema and array in a counter (`stowage_plugin_api::testing::count_releases`); the
 //!   host keeps those originals and lends the plugin fresh shares per call.
 //!   While the value lives nothing is released (0, 0); once it drops, each
 //!   batch is released exactly once (1, 1) — after successful saves (plain,
@@ -32,7 +32,6 @@
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow_array::types::Int16Type;
@@ -46,136 +45,37 @@ use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_data::ArrayData;
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
 use stowage::{ArrowTable, Host, Value};
-use stowage_plugin_api::{ArrowArray, ArrowBatch, ArrowSchema};
+use stowage_plugin_api::testing::{count_releases, ReleaseCounts};
+use stowage_plugin_api::ArrowBatch;
+
+use stowage_tests::file_mappings;
 
 use super::arrow_dir;
 
 // ---- release counting ----
 
-/// How often the root schema and array of one wrapped batch were released.
-#[derive(Default, Debug)]
-struct Releases {
-    schema: AtomicUsize,
-    array: AtomicUsize,
-}
-
-impl Releases {
-    fn get(&self) -> (usize, usize) {
-        (
-            self.schema.load(Ordering::SeqCst),
-            self.array.load(Ordering::SeqCst),
-        )
-    }
-}
-
-/// The private data of a counted schema: the wrapped struct and its counter.
-struct CountedSchema {
-    inner: ArrowSchema,
-    releases: Arc<Releases>,
-}
-
-/// The private data of a counted array.
-struct CountedArray {
-    inner: ArrowArray,
-    releases: Arc<Releases>,
-}
-
-unsafe extern "C" fn release_counted_schema(schema: *mut ArrowSchema) {
-    // SAFETY: `release` is called by the owner of a live struct made by
-    // `counted`, exactly once per the C Data Interface (it is cleared below).
-    let outer = unsafe { &mut *schema };
-    // SAFETY: `counted` set `private_data` to a boxed `CountedSchema`, and
-    // this is the one release that reclaims it.
-    let mut counted = unsafe { Box::from_raw(outer.private_data.cast::<CountedSchema>()) };
-    counted.releases.schema.fetch_add(1, Ordering::SeqCst);
-    if let Some(release) = counted.inner.release {
-        // SAFETY: the box owns the wrapped struct, which is live (its
-        // `release` is set); its own release frees its children.
-        unsafe { release(&mut counted.inner) };
-    }
-    outer.release = None;
-}
-
-unsafe extern "C" fn release_counted_array(array: *mut ArrowArray) {
-    // SAFETY: as in `release_counted_schema`.
-    let outer = unsafe { &mut *array };
-    // SAFETY: `counted` set `private_data` to a boxed `CountedArray`,
-    // reclaimed once, here.
-    let mut counted = unsafe { Box::from_raw(outer.private_data.cast::<CountedArray>()) };
-    counted.releases.array.fetch_add(1, Ordering::SeqCst);
-    if let Some(release) = counted.inner.release {
-        // SAFETY: the box owns the wrapped, live array.
-        unsafe { release(&mut counted.inner) };
-    }
-    outer.release = None;
-}
-
-/// Wraps `batch` so that releasing its root schema or array is counted and
-/// then releases the wrapped struct. The outer structs alias the inner
-/// ones' fields (children, buffers, strings), as a consumer sees them.
-fn counted(batch: ArrowBatch) -> (ArrowBatch, Arc<Releases>) {
-    let releases = Arc::new(Releases::default());
-    let (schema, array) = batch.into_raw();
-    let schema = Box::new(CountedSchema {
-        inner: schema,
-        releases: Arc::clone(&releases),
-    });
-    let array = Box::new(CountedArray {
-        inner: array,
-        releases: Arc::clone(&releases),
-    });
-    let outer_schema = ArrowSchema {
-        format: schema.inner.format,
-        name: schema.inner.name,
-        metadata: schema.inner.metadata,
-        flags: schema.inner.flags,
-        n_children: schema.inner.n_children,
-        children: schema.inner.children,
-        dictionary: schema.inner.dictionary,
-        release: Some(release_counted_schema),
-        private_data: Box::into_raw(schema).cast(),
-    };
-    let outer_array = ArrowArray {
-        length: array.inner.length,
-        null_count: array.inner.null_count,
-        offset: array.inner.offset,
-        n_buffers: array.inner.n_buffers,
-        n_children: array.inner.n_children,
-        buffers: array.inner.buffers,
-        children: array.inner.children,
-        dictionary: array.inner.dictionary,
-        release: Some(release_counted_array),
-        private_data: Box::into_raw(array).cast(),
-    };
-    // SAFETY: the outer structs are valid C Data structs: their fields point
-    // at the inner structs' live children and buffers, which the boxes in
-    // `private_data` keep until the outer `release` frees them, once.
-    let batch = unsafe { ArrowBatch::from_raw(outer_schema, outer_array) };
-    (batch, releases)
-}
-
 /// `batches` exported through the C Data Interface as a host value, each
 /// batch counted.
-fn counted_value(batches: &[RecordBatch]) -> (Value, Vec<Arc<Releases>>) {
+fn counted_value(batches: &[RecordBatch]) -> (Value, Vec<Arc<ReleaseCounts>>) {
     let (exported, counts): (Vec<_>, Vec<_>) = batches
         .iter()
-        .map(|batch| counted(stowage_arrow::export_batch(batch).expect("export")))
+        .map(|batch| count_releases(stowage_arrow::export_batch(batch).expect("export")))
         .unzip();
     (Value::Arrow(ArrowTable::new(exported)), counts)
 }
 
-fn counts(releases: &[Arc<Releases>]) -> Vec<(usize, usize)> {
+fn counts(releases: &[Arc<ReleaseCounts>]) -> Vec<(usize, usize)> {
     releases.iter().map(|r| r.get()).collect()
 }
 
 /// Imports a fresh share of each loaded batch through a counter, checking
 /// (1, 0) right after the import; returns the data and the counters.
 #[track_caller]
-fn import_counted(table: &ArrowTable) -> (Vec<RecordBatch>, Vec<Arc<Releases>>) {
+fn import_counted(table: &ArrowTable) -> (Vec<RecordBatch>, Vec<Arc<ReleaseCounts>>) {
     let mut imported = Vec::new();
     let mut releases = Vec::new();
     for (i, batch) in table.batches().iter().enumerate() {
-        let (share, count) = counted(ArrowBatch::share(batch));
+        let (share, count) = count_releases(ArrowBatch::share(batch));
         imported.push(stowage_arrow::import_batch(share).expect("import"));
         assert_eq!(
             count.get(),
@@ -405,22 +305,10 @@ fn info(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// The address ranges at which `path` is mapped into this process.
 fn mappings(path: &Path) -> Vec<Range<usize>> {
-    let wanted = path.to_str().expect("utf-8 path");
-    let maps = fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
-    maps.lines()
-        .filter_map(|line| {
-            // `start-end perms offset dev inode      path`
-            let mut fields = line.splitn(6, ' ');
-            let range = fields.next()?;
-            let name = fields.nth(4)?.trim_start();
-            if name != wanted {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            let start = usize::from_str_radix(start, 16).ok()?;
-            let end = usize::from_str_radix(end, 16).ok()?;
-            Some(start..end)
-        })
+    file_mappings()
+        .into_iter()
+        .filter(|(_, mapped)| mapped == path)
+        .map(|(range, _)| range)
         .collect()
 }
 
