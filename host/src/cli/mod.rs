@@ -9,6 +9,7 @@
 
 mod data;
 mod demo;
+mod install;
 mod watch;
 
 use std::fmt::Write as _;
@@ -51,6 +52,18 @@ enum Command {
     /// Disable a plugin in the config file (edited in place).
     Disable {
         /// Plugin name.
+        name: String,
+    },
+    /// Install plugin libraries into the plugin directory (checked without
+    /// running them, then copied and renamed into place).
+    Install {
+        /// Library files, named one by one (`target/debug/libstowage_tensor.so`).
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Remove an installed plugin's library from the plugin directory.
+    Uninstall {
+        /// Plugin name, as `stowage status` shows it.
         name: String,
     },
     /// Show the dispatch decision for a file or a JSON value.
@@ -164,6 +177,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Gc => data::gc(&open(options)?),
         Command::Verify => data::verify(&open(options)?),
         Command::Status { json } => status(&open(options)?, json),
+        Command::Install { paths } => install::install(options, &paths),
+        Command::Uninstall { name } => install::uninstall(options, &name),
         Command::Enable { name } => toggle(options, &name, true),
         Command::Disable { name } => toggle(options, &name, false),
         Command::Explain { file, json } => {

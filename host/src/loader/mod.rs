@@ -26,6 +26,7 @@
 //! (group-writable ones are common with a 002 umask and are allowed).
 
 mod convert;
+mod file_probe;
 mod foreign;
 
 use std::fs;
@@ -45,6 +46,7 @@ use stowage_plugin_api::abi::{
 };
 
 pub use convert::PreparedValue;
+pub use file_probe::{check_library_file, FileProbe};
 pub use foreign::ForeignPlugin;
 
 use crate::serializer::PluginInfo;
@@ -102,6 +104,16 @@ pub enum LoadError {
         path: PathBuf,
         /// The loader's message.
         message: String,
+    },
+    /// A shared library built for another CPU architecture.
+    #[error("{path} is built for {found}; this host is {host}")]
+    ForeignArchitecture {
+        /// The file.
+        path: PathBuf,
+        /// The file's architecture.
+        found: String,
+        /// This host's.
+        host: String,
     },
     /// A shared library without the stowage probe.
     #[error("no stowage plugin symbol in {path} (not built with export_plugin!)")]

@@ -19,5 +19,7 @@ mod arrow;
 mod class_source;
 // The `stowage` command: exit codes, status JSON, toggles, explain, watch.
 mod cli;
+// `stowage install` / `uninstall`: checked without dlopen, renamed into place.
+mod install;
 // House rules checked on the source tree.
 mod tidy;
