@@ -19,5 +19,7 @@ mod arrow;
 mod class_source;
 // The `stowage` command: exit codes, status JSON, toggles, explain, watch.
 mod cli;
+// Error messages: the artifact and the real cause first, capped quotes.
+mod errors;
 // House rules checked on the source tree.
 mod tidy;
