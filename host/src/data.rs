@@ -247,11 +247,11 @@ impl Host {
                 report: progress,
             })
         };
-        let dispatched =
-            self.snapshot()
-                .table
-                .ingest(file, prefix, only, options, &mut new_sink)
-                .map_err(|e| Error::storing(name, e))?;
+        let dispatched = self
+            .snapshot()
+            .table
+            .ingest(file, prefix, only, options, &mut new_sink)
+            .map_err(|e| Error::storing(name, e))?;
         let (sink, written) = dispatched.output;
         let pending = finish(sink.sink, &dispatched.route, written, source)?;
         let record = commit_one(&store, pending)?;

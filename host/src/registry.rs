@@ -311,9 +311,7 @@ fn tried(attempts: &[Attempt]) -> String {
 
 /// `a (msg); b (declined)`, invalid-input failures first.
 fn listed(mut attempts: Vec<&Attempt>) -> String {
-    let invalid_first = |a: &&Attempt| {
-        !matches!(&a.answer, Answer::Failed(e) | Answer::Refused(e) if e.kind == ErrorKind::InvalidInput)
-    };
+    let invalid_first = |a: &&Attempt| !matches!(&a.answer, Answer::Failed(e) | Answer::Refused(e) if e.kind == ErrorKind::InvalidInput);
     attempts.sort_by_key(invalid_first);
     let parts: Vec<String> = attempts
         .iter()
@@ -518,7 +516,10 @@ impl DispatchTable {
                 let options = match route.options(call_options) {
                     Ok(options) => options,
                     Err(why) => {
-                        break 'attempt Answer::Refused(CallError::new(ErrorKind::InvalidInput, why))
+                        break 'attempt Answer::Refused(CallError::new(
+                            ErrorKind::InvalidInput,
+                            why,
+                        ))
                     }
                 };
                 let sink = new_sink(route).map_err(DispatchError::Sink)?;
@@ -645,9 +646,7 @@ fn explain(
                         Answer::Accepted
                     }
                     Ok(false) => Answer::Declined,
-                    Err(error) => {
-                        Answer::Failed(route.fail(entry, error).0)
-                    }
+                    Err(error) => Answer::Failed(route.fail(entry, error).0),
                 }
             };
             Attempt {

@@ -432,8 +432,8 @@ mod tests {
             r#"integer -9223372036854775809 at $["a b"]._x9[0][1] is outside the 64-bit range"#
         );
         assert_eq!(
-            json_error(r#"{"k\n": 1e999}"#),
-            r#"number 1e999 at $["k\n"] is out of range for a 64-bit float"#
+            json_error(r#"{"k\n": 1e+999}"#),
+            r#"number 1e+999 at $["k\n"] is out of range for a 64-bit float"#
         );
     }
 

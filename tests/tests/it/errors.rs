@@ -37,7 +37,11 @@ fn class_source_refusal_is_the_headline_not_a_list_of_candidates() {
 fn non_utf8_python_file_is_refused_by_class_source_naming_the_byte() {
     let dir = TestDir::new("errors-latin1");
     dir.install("stowage-class-source", "stowage_class_source");
-    fs::write(dir.root.join("c.py"), b"class Point:\n    name = 'caf\xe9'\n").expect("write");
+    fs::write(
+        dir.root.join("c.py"),
+        b"class Point:\n    name = 'caf\xe9'\n",
+    )
+    .expect("write");
     for extra in [&[][..], &["--qualname", "Point"][..]] {
         let mut args = vec!["put", "c", "c.py"];
         args.extend_from_slice(extra);
@@ -171,7 +175,11 @@ fn library_load_and_save_errors_name_the_artifact() {
 #[test]
 fn json_integer_beyond_i64_names_the_artifact_and_the_path() {
     let dir = TestDir::new("errors-json-int");
-    fs::write(dir.root.join("f.json"), r#"{"a": [1, 18446744073709551616]}"#).expect("write");
+    fs::write(
+        dir.root.join("f.json"),
+        r#"{"a": [1, 18446744073709551616]}"#,
+    )
+    .expect("write");
     StowageCmd::new(&dir, &["put", "x", "f.json", "--json"]).fails(
         1,
         "error: cannot store x: msgpack: integer 18446744073709551616 at $.a[1] is outside \

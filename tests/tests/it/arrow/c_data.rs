@@ -432,9 +432,7 @@ fn c_data_refused_saves_still_release_each_batch_once() {
             "unknown codec",
             good.clone(),
             vec![opt("compression", "brotli")],
-            format!(
-                "{refused} unknown compression `brotli`; expected none, lz4 or zstd"
-            ),
+            format!("{refused} unknown compression `brotli`; expected none, lz4 or zstd"),
         ),
         (
             // Refused by the host: the plugin is never called.
