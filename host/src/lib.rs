@@ -402,3 +402,35 @@ fn load_config(options: &HostOptions) -> Result<(Config, Vec<(String, bool)>), E
     };
     Ok((config, toggles))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_capped_escapes_controls_and_cuts_with_the_full_length() {
+        assert_eq!(quote_capped("plain", 80), "plain");
+        assert_eq!(quote_capped("a\tb\u{1b}", 80), "a\\tb\\u{1b}");
+        assert_eq!(quote_capped("ééééé", 3), "ééé… (10 bytes)");
+        assert_eq!(quote_capped("ab\ncd", 3), "ab… (5 bytes)");
+        assert_eq!(quote_capped(&"x".repeat(80), 80), "x".repeat(80));
+    }
+
+    #[test]
+    fn storing_names_content_errors_and_passes_store_errors_through() {
+        let empty = Error::storing("x", Error::EmptyInput { input: "-".into() });
+        assert_eq!(empty.to_string(), "cannot store x: stdin is empty");
+        let named_twice = Error::loading("y", empty);
+        assert_eq!(named_twice.to_string(), "cannot store x: stdin is empty");
+        let dispatch = Error::loading(
+            "a\nb",
+            DispatchError::NotActive {
+                plugin: "arrow".into(),
+            },
+        );
+        assert_eq!(
+            dispatch.to_string(),
+            "cannot load a\\nb: plugin arrow is not active"
+        );
+    }
+}

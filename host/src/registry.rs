@@ -673,3 +673,135 @@ impl<S: BlobSink> BlobSink for CountingSink<S> {
         self.inner.write(bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(plugin: &str, answer: Answer) -> Attempt {
+        Attempt {
+            plugin: plugin.to_owned(),
+            priority: 10,
+            answer,
+        }
+    }
+
+    fn error(kind: ErrorKind, message: &str) -> CallError {
+        CallError::new(kind, message)
+    }
+
+    #[test]
+    fn one_refusal_is_the_headline_and_declines_are_left_out() {
+        let attempts = vec![
+            attempt("arrow", Answer::Declined),
+            attempt(
+                "class-source",
+                Answer::Refused(error(ErrorKind::InvalidInput, "line 1: not a class")),
+            ),
+            attempt("msgpack", Answer::Declined),
+        ];
+        assert_eq!(
+            DispatchError::NoSniffer { attempts }.to_string(),
+            "class-source: line 1: not a class"
+        );
+    }
+
+    #[test]
+    fn other_failures_follow_a_headline_on_the_same_line() {
+        let attempts = vec![
+            attempt(
+                "panicky",
+                Answer::Failed(error(ErrorKind::Panic, "panicked in sniff: boom")),
+            ),
+            attempt(
+                "echo",
+                Answer::Refused(error(ErrorKind::Internal, "disk on fire")),
+            ),
+        ];
+        assert_eq!(
+            DispatchError::NoSniffer { attempts }.to_string(),
+            "echo: internal error: disk on fire; also failed: panicky (panic: panicked in \
+             sniff: boom)"
+        );
+    }
+
+    #[test]
+    fn several_refusals_list_every_candidate_invalid_input_first() {
+        let attempts = vec![
+            attempt(
+                "a",
+                Answer::Refused(error(ErrorKind::Unsupported, "no tensors")),
+            ),
+            attempt("b", Answer::Refused(error(ErrorKind::InvalidInput, "bad"))),
+            attempt("c", Answer::Declined),
+        ];
+        assert_eq!(
+            DispatchError::NoSniffer {
+                attempts: attempts.clone()
+            }
+            .to_string(),
+            "every plugin that recognised the file refused it; tried: b (invalid input: bad); \
+             a (unsupported: no tensors); c (declined)"
+        );
+        assert_eq!(
+            DispatchError::NoSerializer {
+                kind: Kind::String,
+                attempts
+            }
+            .to_string(),
+            "no serializer accepted the string value; tried: b (invalid input: bad); \
+             a (unsupported: no tensors); c (declined)"
+        );
+    }
+
+    #[test]
+    fn install_hint_only_without_an_active_reader() {
+        let no_reader = |attempts| DispatchError::NoDeserializer {
+            encoding: "echo-v1".into(),
+            writer: "echo".into(),
+            writer_version: "1.2.0".into(),
+            attempts,
+        };
+        assert_eq!(
+            no_reader(vec![]).to_string(),
+            "no deserializer for encoding echo-v1; written by echo 1.2.0 — is it installed and \
+             enabled?"
+        );
+        assert_eq!(
+            no_reader(vec![attempt(
+                "echo",
+                Answer::Refused(error(ErrorKind::Panic, "panicked in export: boom"))
+            )])
+            .to_string(),
+            "echo: panicked in export: boom"
+        );
+        assert_eq!(
+            no_reader(vec![attempt(
+                "echo",
+                Answer::Refused(error(ErrorKind::Panic, "boom"))
+            )])
+            .to_string(),
+            "echo: panicked: boom"
+        );
+        assert_eq!(
+            no_reader(vec![attempt("echo", Answer::Declined)]).to_string(),
+            "no active reader of encoding echo-v1 could read it; tried: echo (declined)"
+        );
+    }
+
+    #[test]
+    fn unknown_option_quotes_the_key_capped() {
+        let key = "k".repeat(1000);
+        assert_eq!(
+            unknown_option(&key, &[]),
+            format!(
+                "unknown option {}… (1000 bytes); this serializer accepts no options",
+                "k".repeat(80)
+            )
+        );
+        assert_eq!(
+            unknown_option("a\nb", &["x".into(), "y".into()]),
+            "unknown option a\\nb; accepted: x, y"
+        );
+    }
+}
