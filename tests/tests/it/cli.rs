@@ -122,12 +122,13 @@ fn status_json_has_the_documented_shape() {
 }
 
 #[test]
-fn configured_priority_shows_while_disabled_and_unloaded_and_builtin_keeps_its_origin() {
+fn configured_priority_shows_in_every_state_and_builtin_keeps_its_origin() {
     let dir = TestDir::new("status-priority");
     dir.install("fixture-echo", "stowage_echo");
+    dir.install("fixture-init-panic", "stowage_init_panic");
     dir.write_config(
         "[plugins.echo]\nenabled = false\npriority = 7\n[plugins.msgpack]\npriority = 5\n\
-         [plugins.arrow]\n",
+         [plugins.arrow]\n[plugins.tensor]\npriority = 33\n[plugins.init-panic]\npriority = 4\n",
     );
     let status = json(&StowageCmd::new(&dir, &["status", "--json"]).ok());
     let rows: Vec<(&str, &str, &serde_json::Value, &str)> = status["serializers"]
@@ -148,6 +149,8 @@ fn configured_priority_shows_while_disabled_and_unloaded_and_builtin_keeps_its_o
         [
             ("msgpack", "active", &json("5"), "builtin"),
             ("arrow", "pending", &json("null"), "config"),
+            ("tensor", "pending", &json("33"), "config"),
+            ("init-panic", "broken", &json("4"), "config"),
             ("echo", "disabled", &json("7"), "config"),
         ]
     );
