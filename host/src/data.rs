@@ -27,7 +27,7 @@ use crate::store::{
     ArtifactWriter, BlobData, BlobLayout, PendingArtifact, Record, RecordMeta, Store, Verify,
 };
 use crate::value::{Buffer, Value};
-use crate::{Error, Host};
+use crate::{Action, Error, Host};
 
 /// Blob names a single artifact may have at most (checked before commit).
 pub const MAX_BLOBS_PER_ARTIFACT: usize = 4096;
@@ -160,7 +160,8 @@ impl Host {
         let dispatched = self
             .snapshot()
             .table
-            .serialize(value, options, &mut new_sink)?;
+            .serialize(value, options, &mut new_sink)
+            .map_err(|e| Error::storing(name, e))?;
         let (sink, written) = dispatched.output;
         let pending = finish(sink, &dispatched.route, written, "api")?;
         Ok((pending, dispatched.skipped))
@@ -192,9 +193,13 @@ impl Host {
         for (name, value) in items {
             let (artifact, _) = self
                 .prepare_value(&store, name, value, options)
-                .map_err(|e| Error::Artifact {
-                    name: (*name).to_owned(),
-                    source: Box::new(e),
+                .map_err(|e| match e {
+                    named @ Error::Artifact { .. } => named,
+                    other => Error::Artifact {
+                        action: Action::Store,
+                        name: (*name).to_owned(),
+                        source: Box::new(other),
+                    },
                 })?;
             pending.push(artifact);
         }
@@ -225,6 +230,10 @@ impl Host {
         source: &str,
         progress: &dyn Fn(u64),
     ) -> Result<Saved, Error> {
+        if file.is_empty() {
+            let input = source.to_owned();
+            return Err(Error::storing(name, Error::EmptyInput { input }));
+        }
         let store = self.store()?;
         let prefix = &file[..file.len().min(stowage_plugin_api::SNIFF_PREFIX_LEN)];
         let mut new_sink = |route: &Route| -> Result<Progress<'_, '_>, String> {
@@ -238,10 +247,11 @@ impl Host {
                 report: progress,
             })
         };
-        let dispatched =
-            self.snapshot()
-                .table
-                .ingest(file, prefix, only, options, &mut new_sink)?;
+        let dispatched = self
+            .snapshot()
+            .table
+            .ingest(file, prefix, only, options, &mut new_sink)
+            .map_err(|e| Error::storing(name, e))?;
         let (sink, written) = dispatched.output;
         let pending = finish(sink.sink, &dispatched.route, written, source)?;
         let record = commit_one(&store, pending)?;
@@ -281,7 +291,9 @@ impl Host {
 
     fn load_with(&self, name: &str, verify: bool) -> Result<Loaded, Error> {
         let (record, blobs) = self.buffers(name, verify)?;
-        let dispatched = self.deserialize(&artifact_meta(&record), writer_of(&record), &blobs)?;
+        let dispatched = self
+            .deserialize(&artifact_meta(&record), writer_of(&record), &blobs)
+            .map_err(|e| Error::loading(name, e))?;
         Ok(Loaded {
             value: dispatched.output,
             skipped: dispatched.skipped,
@@ -310,7 +322,8 @@ impl Host {
     ) -> Result<(Record, Vec<Skipped>), Error> {
         let (record, blobs) = self.buffers(name, true)?;
         let skipped = self
-            .export(&artifact_meta(&record), writer_of(&record), &blobs, out)?
+            .export(&artifact_meta(&record), writer_of(&record), &blobs, out)
+            .map_err(|e| Error::loading(name, e))?
             .skipped;
         Ok((record, skipped))
     }
@@ -318,7 +331,9 @@ impl Host {
     /// The WIRE rendering of `name` (verified first).
     pub fn describe_artifact(&self, name: &str) -> Result<(String, Vec<Skipped>), Error> {
         let (record, blobs) = self.buffers(name, true)?;
-        let dispatched = self.describe(&artifact_meta(&record), writer_of(&record), &blobs)?;
+        let dispatched = self
+            .describe(&artifact_meta(&record), writer_of(&record), &blobs)
+            .map_err(|e| Error::loading(name, e))?;
         Ok((dispatched.output, dispatched.skipped))
     }
 }

@@ -20,9 +20,13 @@
 //! first keeps it (config tables in file order, then directory files by file
 //! name) and the later one is broken, naming both paths.
 //! Decision: before a directory library is opened its provisional name is its
-//! file stem without the platform prefix and a leading `stowage_`; toggles
-//! match that name or, once loaded, the declared one (`-` and `_` are
-//! equivalent when matching toggles).
+//! file stem without the platform prefix and a leading `stowage_`, with `_`
+//! read as `-` (the inverse of the default library stem of a config table),
+//! so `libstowage_needs_native.so` is `needs-native` before and after it
+//! loads; toggles match that name or, once loaded, the declared one (`-` and
+//! `_` are equivalent when matching toggles).
+//! Decision: a configured `priority` is shown whatever the state (pending,
+//! broken, disabled); an unloaded plugin without one shows none.
 //! Decision: a plugin requiring one whose version does not satisfy the
 //! requirement is broken (a loaded library cannot be replaced in-process).
 
@@ -78,13 +82,17 @@ impl fmt::Display for State {
     }
 }
 
-/// Where a serializer was found.
+/// Where a serializer was found (SPEC §7 also names `bundled`, for the
+/// Python package's plugins, which this crate does not produce).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// A `[plugins.NAME]` table (or the built-in fallback).
+    /// A `[plugins.NAME]` table.
     Config,
     /// A library file in the plugin directory without a table.
     Directory,
+    /// The built-in fallback (even when a `[plugins.msgpack]` table
+    /// configures it).
+    Builtin,
 }
 
 impl Origin {
@@ -93,6 +101,7 @@ impl Origin {
         match self {
             Origin::Config => "config",
             Origin::Directory => "directory",
+            Origin::Builtin => "builtin",
         }
     }
 }
@@ -317,7 +326,11 @@ fn provisional_name(path: &Path) -> String {
     let stem = stem
         .strip_prefix(std::env::consts::DLL_PREFIX)
         .unwrap_or(stem);
-    stem.strip_prefix("stowage_").unwrap_or(stem).to_owned()
+    // Library stems spell `-` as `_` (`PluginEntry::library_stem`); undone
+    // here so the name before loading is the one the plugin declares.
+    stem.strip_prefix("stowage_")
+        .unwrap_or(stem)
+        .replace('_', "-")
 }
 
 fn same_name(a: &str, b: &str) -> bool {
@@ -399,7 +412,7 @@ impl Lifecycle {
         let fallback_entry = config.entry(FALLBACK_NAME);
         let mut fallback = new(
             FALLBACK_NAME.to_owned(),
-            Origin::Config,
+            Origin::Builtin,
             None,
             fallback_entry,
         );
@@ -571,7 +584,11 @@ impl Lifecycle {
         for candidate in candidates {
             let stats = Arc::clone(self.stats.entry(candidate.name.clone()).or_default());
             let info = candidate.info();
-            let priority = info.map(|info| effective_priority(&candidate, info));
+            // Configured priorities show before (or without) loading too.
+            let priority = match info {
+                Some(info) => Some(effective_priority(&candidate, info)),
+                None => candidate.entry.as_ref().and_then(|e| e.priority),
+            };
             if candidate.state == State::Active {
                 if let (Some(serializer), Some(priority)) = (&candidate.serializer, priority) {
                     routes.push(Route {

@@ -13,16 +13,38 @@
 //! (byte order), so dispatch order never depends on discovery order.
 //! Decision: options given for one call (`--opt`) that a candidate does not
 //! accept make that candidate ineligible for the call (reported in the error
-//! if nothing else takes the value), never a silent drop.
+//! if nothing else takes the value), never a silent drop. For a value the
+//! options are checked before the plugin is called at all; for a file they
+//! are checked after `sniff` (which only reads the prefix), so a plugin that
+//! recognises the file names the unknown option as its refusal.
+//!
+//! Error messages follow one rule, written once in [`DispatchError`]'s
+//! `Display` (SPEC §7): when exactly one candidate recognised the input (its
+//! `sniff` or `can_serialize`/`can_deserialize` said yes, or it was the only
+//! plugin asked) and then refused it ([`Answer::Refused`]), its own message
+//! is the whole error, `PLUGIN: MESSAGE`; other candidates are appended on
+//! the same line only when they failed too (a decline says nothing useful).
+//! Otherwise the error lists every candidate asked. The "is it installed and
+//! enabled?" hint is given only when no active plugin reads the encoding,
+//! never when a reader is active but failed. [`crate::Error`] adds the
+//! artifact name in front (`cannot store NAME: …`).
+//! Decision: the error stays one line (the CLI contract); a plugin's message
+//! is quoted up to [`MAX_QUOTED_MESSAGE`] characters.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::quote_capped;
 use crate::serializer::{
     ArtifactMeta, BlobSink, CallError, CallValue, ErrorKind, Serializer, Written,
 };
 use crate::value::{Buffer, Kind, Value};
+
+/// Characters of a plugin's message quoted in errors and `last_error`.
+pub const MAX_QUOTED_MESSAGE: usize = 500;
+/// Characters of an option key quoted in errors.
+const MAX_QUOTED_KEY: usize = 80;
 
 /// Per-serializer counters, kept for the life of one `Host`.
 #[derive(Debug, Default)]
@@ -63,14 +85,20 @@ pub struct Route {
 }
 
 impl Route {
-    fn fail(&self, entry: &str, error: &CallError) -> Skipped {
+    /// Counts a failure of `entry` and returns it (its message capped) with
+    /// the [`Skipped`] line for warnings.
+    fn fail(&self, entry: &str, error: CallError) -> (CallError, Skipped) {
+        let error = CallError::new(error.kind, quote_capped(&error.message, MAX_QUOTED_MESSAGE));
         let message = format!("dispatch: {entry}: {error}");
         tracing::warn!(target: "stowage::dispatch", plugin = %self.name, "{message}");
         self.stats.record(message.clone());
-        Skipped {
-            plugin: self.name.clone(),
-            message,
-        }
+        (
+            error,
+            Skipped {
+                plugin: self.name.clone(),
+                message,
+            },
+        )
     }
 
     /// Config options overridden by the call's; `Err` names a key the
@@ -91,12 +119,15 @@ impl Route {
     }
 }
 
-/// The message for an option key a serializer does not accept.
+/// The message for an option key a serializer does not accept (the key is
+/// quoted capped: it comes from the user).
 pub fn unknown_option(key: &str, accepted: &[String]) -> String {
+    let key = quote_capped(key, MAX_QUOTED_KEY);
     if accepted.is_empty() {
         format!("unknown option {key}; this serializer accepts no options")
     } else {
-        format!("unknown option {key}; accepted: {}", accepted.join(", "))
+        let accepted = quote_capped(&accepted.join(", "), MAX_QUOTED_MESSAGE);
+        format!("unknown option {key}; accepted: {accepted}")
     }
 }
 
@@ -118,8 +149,13 @@ pub enum Answer {
     Declined,
     /// Not eligible for this call (an option it does not accept).
     Ineligible(String),
-    /// It failed (error or panic), and was skipped.
+    /// It failed (error or panic) while being asked whether it takes the
+    /// input (`sniff`, `can_serialize`, `can_deserialize`), and was skipped.
     Failed(CallError),
+    /// It recognised the input (or was the only plugin asked), then refused
+    /// it: its `ingest`, `serialize` or reading call failed, or it does not
+    /// accept an option of the call.
+    Refused(CallError),
     /// Not asked: an earlier candidate won.
     NotAsked,
 }
@@ -130,7 +166,7 @@ impl fmt::Display for Answer {
             Answer::Accepted => f.write_str("accepted"),
             Answer::Declined => f.write_str("declined"),
             Answer::Ineligible(why) => f.write_str(why),
-            Answer::Failed(error) => write!(f, "{error}"),
+            Answer::Failed(error) | Answer::Refused(error) => write!(f, "{error}"),
             Answer::NotAsked => f.write_str("not asked"),
         }
     }
@@ -147,29 +183,27 @@ pub struct Attempt {
     pub answer: Answer,
 }
 
-/// Why a dispatch found no serializer.
+/// Why a dispatch found no serializer. `Display` applies the one message
+/// rule of this module's header.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DispatchError {
     /// No active serializer accepted the value.
-    #[error("no serializer accepted the {kind} value{}", tried(.attempts))]
+    #[error("{}", refusal(.attempts).unwrap_or_else(|| format!("no serializer accepted the {kind} value{}", tried(.attempts))))]
     NoSerializer {
         /// The value's kind.
         kind: Kind,
         /// Each candidate and its answer.
         attempts: Vec<Attempt>,
     },
-    /// No active plugin recognised the file.
-    #[error("no plugin recognises this file{}", tried(.attempts))]
+    /// No active plugin recognised the file, or each that did refused it.
+    #[error("{}", refusal(.attempts).unwrap_or_else(|| no_sniffer(.attempts)))]
     NoSniffer {
         /// Each candidate and its answer.
         attempts: Vec<Attempt>,
     },
-    /// Nothing active reads the artifact's encoding.
-    #[error(
-        "no deserializer for encoding {encoding}; written by {writer} {writer_version} — is it installed and enabled?{}",
-        tried_if_any(.attempts)
-    )]
+    /// No active reader of the artifact's encoding could read it.
+    #[error("{}", no_deserializer(.encoding, .writer, .writer_version, .attempts))]
     NoDeserializer {
         /// The encoding.
         encoding: String,
@@ -177,7 +211,8 @@ pub enum DispatchError {
         writer: String,
         /// Its version.
         writer_version: String,
-        /// Candidates that were tried and failed.
+        /// Each active reader of the encoding and its answer (empty when
+        /// none is active).
         attempts: Vec<Attempt>,
     },
     /// A named plugin is not active.
@@ -191,16 +226,78 @@ pub enum DispatchError {
     Sink(String),
 }
 
-/// [`tried`], or nothing when no candidate was asked.
-fn tried_if_any(attempts: &[Attempt]) -> String {
-    if attempts.is_empty() {
-        String::new()
-    } else {
-        tried(attempts)
+/// The rule's headline: when exactly one candidate recognised the input and
+/// refused it, `PLUGIN: MESSAGE`, followed by the other candidates that
+/// failed (declines are left out); `None` otherwise.
+fn refusal(attempts: &[Attempt]) -> Option<String> {
+    let mut refused = attempts
+        .iter()
+        .filter(|a| matches!(a.answer, Answer::Refused(_)));
+    let (Some(one), None) = (refused.next(), refused.next()) else {
+        return None;
+    };
+    let Answer::Refused(error) = &one.answer else {
+        return None;
+    };
+    let mut line = format!("{}: {}", one.plugin, cause(error));
+    let others: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.plugin != one.plugin && matches!(a.answer, Answer::Failed(_)))
+        .collect();
+    if !others.is_empty() {
+        line.push_str("; also failed: ");
+        line.push_str(&listed(others));
+    }
+    Some(line)
+}
+
+/// A refusal's cause as its plugin wrote it: invalid-input, unsupported and
+/// panic messages verbatim (a panic's already says `panicked …`), an
+/// internal error marked as such.
+fn cause(error: &CallError) -> String {
+    match error.kind {
+        ErrorKind::Internal => format!("internal error: {}", error.message),
+        ErrorKind::Panic if !error.message.starts_with("panicked") => {
+            format!("panicked: {}", error.message)
+        }
+        _ => error.message.clone(),
     }
 }
 
-/// ` ; tried: a (msg); b (declined)`, invalid-input failures first.
+fn no_sniffer(attempts: &[Attempt]) -> String {
+    if attempts
+        .iter()
+        .any(|a| matches!(a.answer, Answer::Refused(_)))
+    {
+        format!(
+            "every plugin that recognised the file refused it{}",
+            tried(attempts)
+        )
+    } else {
+        format!("no plugin recognises this file{}", tried(attempts))
+    }
+}
+
+fn no_deserializer(
+    encoding: &str,
+    writer: &str,
+    writer_version: &str,
+    attempts: &[Attempt],
+) -> String {
+    if attempts.is_empty() {
+        return format!(
+            "no deserializer for encoding {encoding}; written by {writer} {writer_version} — is it installed and enabled?"
+        );
+    }
+    refusal(attempts).unwrap_or_else(|| {
+        format!(
+            "no active reader of encoding {encoding} could read it{}",
+            tried(attempts)
+        )
+    })
+}
+
+/// `; tried: a (msg); b (declined)`, invalid-input failures first.
 fn tried(attempts: &[Attempt]) -> String {
     let shown: Vec<&Attempt> = attempts
         .iter()
@@ -209,15 +306,18 @@ fn tried(attempts: &[Attempt]) -> String {
     if shown.is_empty() {
         return "; no active candidate".to_owned();
     }
-    let invalid_first =
-        |a: &&Attempt| !matches!(&a.answer, Answer::Failed(e) if e.kind == ErrorKind::InvalidInput);
-    let mut ordered = shown;
-    ordered.sort_by_key(invalid_first);
-    let parts: Vec<String> = ordered
+    format!("; tried: {}", listed(shown))
+}
+
+/// `a (msg); b (declined)`, invalid-input failures first.
+fn listed(mut attempts: Vec<&Attempt>) -> String {
+    let invalid_first = |a: &&Attempt| !matches!(&a.answer, Answer::Failed(e) | Answer::Refused(e) if e.kind == ErrorKind::InvalidInput);
+    attempts.sort_by_key(invalid_first);
+    let parts: Vec<String> = attempts
         .iter()
         .map(|a| format!("{} ({})", a.plugin, a.answer))
         .collect();
-    format!("; tried: {}", parts.join("; "))
+    parts.join("; ")
 }
 
 /// The winner of a dispatch and what was skipped on the way.
@@ -296,7 +396,8 @@ impl DispatchTable {
                     Ok(true) => {}
                     Ok(false) => break 'attempt Answer::Declined,
                     Err(error) => {
-                        skipped.push(route.fail("can_serialize", &error));
+                        let (error, skip) = route.fail("can_serialize", error);
+                        skipped.push(skip);
                         break 'attempt Answer::Failed(error);
                     }
                 }
@@ -324,8 +425,9 @@ impl DispatchTable {
                         })
                     }
                     Err(error) => {
-                        skipped.push(route.fail("serialize", &error));
-                        Answer::Failed(error)
+                        let (error, skip) = route.fail("serialize", error);
+                        skipped.push(skip);
+                        Answer::Refused(error)
                     }
                 }
             };
@@ -351,7 +453,7 @@ impl DispatchTable {
             match route.serializer.can_serialize(&call_value) {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    route.fail("can_serialize", &error);
+                    route.fail("can_serialize", error);
                     false
                 }
             }
@@ -398,20 +500,28 @@ impl DispatchTable {
         };
         for route in candidates {
             let answer = 'attempt: {
-                let options = match route.options(call_options) {
-                    Ok(options) => options,
-                    Err(why) => break 'attempt Answer::Ineligible(why),
-                };
                 if only.is_none() {
                     match route.serializer.sniff(prefix) {
                         Ok(true) => {}
                         Ok(false) => break 'attempt Answer::Declined,
                         Err(error) => {
-                            skipped.push(route.fail("sniff", &error));
+                            let (error, skip) = route.fail("sniff", error);
+                            skipped.push(skip);
                             break 'attempt Answer::Failed(error);
                         }
                     }
                 }
+                // Recognised (or named): an option it does not take is its
+                // refusal, not counted as a dispatch failure.
+                let options = match route.options(call_options) {
+                    Ok(options) => options,
+                    Err(why) => {
+                        break 'attempt Answer::Refused(CallError::new(
+                            ErrorKind::InvalidInput,
+                            why,
+                        ))
+                    }
+                };
                 let sink = new_sink(route).map_err(DispatchError::Sink)?;
                 let mut counting = CountingSink {
                     inner: sink,
@@ -433,8 +543,9 @@ impl DispatchTable {
                         })
                     }
                     Err(error) => {
-                        skipped.push(route.fail("ingest", &error));
-                        Answer::Failed(error)
+                        let (error, skip) = route.fail("ingest", error);
+                        skipped.push(skip);
+                        Answer::Refused(error)
                     }
                 }
             };
@@ -469,7 +580,8 @@ impl DispatchTable {
             let answer = match route.serializer.can_deserialize(meta) {
                 Ok(false) => Answer::Declined,
                 Err(error) => {
-                    skipped.push(route.fail("can_deserialize", &error));
+                    let (error, skip) = route.fail("can_deserialize", error);
+                    skipped.push(skip);
                     Answer::Failed(error)
                 }
                 Ok(true) => match call(route.serializer.as_ref()) {
@@ -481,8 +593,9 @@ impl DispatchTable {
                         })
                     }
                     Err(error) => {
-                        skipped.push(route.fail(entry, &error));
-                        Answer::Failed(error)
+                        let (error, skip) = route.fail(entry, error);
+                        skipped.push(skip);
+                        Answer::Refused(error)
                     }
                 },
             };
@@ -533,10 +646,7 @@ fn explain(
                         Answer::Accepted
                     }
                     Ok(false) => Answer::Declined,
-                    Err(error) => {
-                        route.fail(entry, &error);
-                        Answer::Failed(error)
-                    }
+                    Err(error) => Answer::Failed(route.fail(entry, error).0),
                 }
             };
             Attempt {
@@ -561,5 +671,137 @@ impl<S: BlobSink> BlobSink for CountingSink<S> {
     }
     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.inner.write(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(plugin: &str, answer: Answer) -> Attempt {
+        Attempt {
+            plugin: plugin.to_owned(),
+            priority: 10,
+            answer,
+        }
+    }
+
+    fn error(kind: ErrorKind, message: &str) -> CallError {
+        CallError::new(kind, message)
+    }
+
+    #[test]
+    fn one_refusal_is_the_headline_and_declines_are_left_out() {
+        let attempts = vec![
+            attempt("arrow", Answer::Declined),
+            attempt(
+                "class-source",
+                Answer::Refused(error(ErrorKind::InvalidInput, "line 1: not a class")),
+            ),
+            attempt("msgpack", Answer::Declined),
+        ];
+        assert_eq!(
+            DispatchError::NoSniffer { attempts }.to_string(),
+            "class-source: line 1: not a class"
+        );
+    }
+
+    #[test]
+    fn other_failures_follow_a_headline_on_the_same_line() {
+        let attempts = vec![
+            attempt(
+                "panicky",
+                Answer::Failed(error(ErrorKind::Panic, "panicked in sniff: boom")),
+            ),
+            attempt(
+                "echo",
+                Answer::Refused(error(ErrorKind::Internal, "disk on fire")),
+            ),
+        ];
+        assert_eq!(
+            DispatchError::NoSniffer { attempts }.to_string(),
+            "echo: internal error: disk on fire; also failed: panicky (panic: panicked in \
+             sniff: boom)"
+        );
+    }
+
+    #[test]
+    fn several_refusals_list_every_candidate_invalid_input_first() {
+        let attempts = vec![
+            attempt(
+                "a",
+                Answer::Refused(error(ErrorKind::Unsupported, "no tensors")),
+            ),
+            attempt("b", Answer::Refused(error(ErrorKind::InvalidInput, "bad"))),
+            attempt("c", Answer::Declined),
+        ];
+        assert_eq!(
+            DispatchError::NoSniffer {
+                attempts: attempts.clone()
+            }
+            .to_string(),
+            "every plugin that recognised the file refused it; tried: b (invalid input: bad); \
+             a (unsupported: no tensors); c (declined)"
+        );
+        assert_eq!(
+            DispatchError::NoSerializer {
+                kind: Kind::String,
+                attempts
+            }
+            .to_string(),
+            "no serializer accepted the string value; tried: b (invalid input: bad); \
+             a (unsupported: no tensors); c (declined)"
+        );
+    }
+
+    #[test]
+    fn install_hint_only_without_an_active_reader() {
+        let no_reader = |attempts| DispatchError::NoDeserializer {
+            encoding: "echo-v1".into(),
+            writer: "echo".into(),
+            writer_version: "1.2.0".into(),
+            attempts,
+        };
+        assert_eq!(
+            no_reader(vec![]).to_string(),
+            "no deserializer for encoding echo-v1; written by echo 1.2.0 — is it installed and \
+             enabled?"
+        );
+        assert_eq!(
+            no_reader(vec![attempt(
+                "echo",
+                Answer::Refused(error(ErrorKind::Panic, "panicked in export: boom"))
+            )])
+            .to_string(),
+            "echo: panicked in export: boom"
+        );
+        assert_eq!(
+            no_reader(vec![attempt(
+                "echo",
+                Answer::Refused(error(ErrorKind::Panic, "boom"))
+            )])
+            .to_string(),
+            "echo: panicked: boom"
+        );
+        assert_eq!(
+            no_reader(vec![attempt("echo", Answer::Declined)]).to_string(),
+            "no active reader of encoding echo-v1 could read it; tried: echo (declined)"
+        );
+    }
+
+    #[test]
+    fn unknown_option_quotes_the_key_capped() {
+        let key = "k".repeat(1000);
+        assert_eq!(
+            unknown_option(&key, &[]),
+            format!(
+                "unknown option {}… (1000 bytes); this serializer accepts no options",
+                "k".repeat(80)
+            )
+        );
+        assert_eq!(
+            unknown_option("a\nb", &["x".into(), "y".into()]),
+            "unknown option a\\nb; accepted: x, y"
+        );
     }
 }

@@ -9,7 +9,9 @@
 //! artifacts.
 //!
 //! Decision: JSON integers must fit an i64 (the `int` kind); larger ones are
-//! an error rather than a silent float. Non-JSON kinds (bytes, tensors, …)
+//! an error rather than a silent float, naming the JSON path of the value
+//! (`$` the document, `.key`, `["key"]` for a key that is not an
+//! identifier, `[i]`) and quoting the literal capped. Non-JSON kinds (bytes, tensors, …)
 //! have no JSON form and `to_json` refuses them by name.
 
 use std::fmt;
@@ -67,8 +69,16 @@ impl Value {
         }
     }
 
-    /// Converts a JSON document (`put --json`).
+    /// Converts a JSON document (`put --json`). A number with no value form
+    /// is an error naming its JSON path (`$.a[1]`).
     pub fn from_json(json: &serde_json::Value) -> Result<Value, JsonError> {
+        let mut path = String::from("$");
+        Value::from_json_at(json, &mut path)
+    }
+
+    /// [`Value::from_json`] of the node at `path`, which it extends while
+    /// descending and restores before returning.
+    fn from_json_at(json: &serde_json::Value, path: &mut String) -> Result<Value, JsonError> {
         Ok(match json {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Bool(b) => Value::Bool(*b),
@@ -78,25 +88,45 @@ impl Value {
                 // becoming a float.
                 let literal = n.to_string();
                 let is_integer = !literal.contains(['.', 'e', 'E']);
+                let literal = || crate::quote_capped(&literal, MAX_QUOTED_LITERAL);
                 match (n.as_i64(), n.as_f64()) {
                     (Some(i), _) => Value::Int(i),
                     (None, Some(f)) if !is_integer && f.is_finite() => Value::Float(f),
-                    (None, _) if is_integer => return Err(JsonError::IntegerTooLarge(literal)),
-                    (None, _) => return Err(JsonError::FloatOutOfRange(literal)),
+                    (None, _) if is_integer => {
+                        return Err(JsonError::IntegerOutOfRange {
+                            literal: literal(),
+                            path: path.clone(),
+                        })
+                    }
+                    (None, _) => {
+                        return Err(JsonError::FloatOutOfRange {
+                            literal: literal(),
+                            path: path.clone(),
+                        })
+                    }
                 }
             }
             serde_json::Value::String(s) => Value::String(s.clone()),
-            serde_json::Value::Array(items) => Value::List(
-                items
-                    .iter()
-                    .map(Value::from_json)
-                    .collect::<Result<_, _>>()?,
-            ),
-            serde_json::Value::Object(map) => Value::Map(
-                map.iter()
-                    .map(|(k, v)| Ok((k.clone(), Value::from_json(v)?)))
-                    .collect::<Result<_, _>>()?,
-            ),
+            serde_json::Value::Array(items) => {
+                let mut list = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    list.push(Value::from_json_at(item, path)?);
+                    path.truncate(len);
+                }
+                Value::List(list)
+            }
+            serde_json::Value::Object(map) => {
+                let mut entries = Vec::with_capacity(map.len());
+                for (key, item) in map {
+                    let len = path.len();
+                    push_key(path, key);
+                    entries.push((key.clone(), Value::from_json_at(item, path)?));
+                    path.truncate(len);
+                }
+                Value::Map(entries)
+            }
         })
     }
 
@@ -124,16 +154,48 @@ impl Value {
     }
 }
 
+/// Characters of a JSON number literal or key quoted in errors.
+const MAX_QUOTED_LITERAL: usize = 80;
+
+/// Appends `.key` to a JSON path, or `["key"]` when the key is not an
+/// identifier (quoted as JSON, capped).
+fn push_key(path: &mut String, key: &str) {
+    let identifier = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if identifier && key.len() <= MAX_QUOTED_LITERAL {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        let quoted = serde_json::Value::String(key.to_owned()).to_string();
+        path.push('[');
+        path.push_str(&crate::quote_capped(&quoted, MAX_QUOTED_LITERAL));
+        path.push(']');
+    }
+}
+
 /// Why a value has no JSON form or a JSON document no value.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum JsonError {
-    /// A JSON integer outside the i64 range.
-    #[error("integer {0} does not fit a 64-bit signed int")]
-    IntegerTooLarge(String),
+    /// A JSON integer outside the i64 range (the `int` kind).
+    #[error("integer {literal} at {path} is outside the 64-bit range")]
+    IntegerOutOfRange {
+        /// The literal, quoted capped.
+        literal: String,
+        /// Its JSON path, `$` for the document.
+        path: String,
+    },
     /// A JSON number too large for an f64.
-    #[error("number {0} is out of range for a 64-bit float")]
-    FloatOutOfRange(String),
+    #[error("number {literal} at {path} is out of range for a 64-bit float")]
+    FloatOutOfRange {
+        /// The literal, quoted capped.
+        literal: String,
+        /// Its JSON path.
+        path: String,
+    },
     /// NaN or an infinity, which JSON cannot spell.
     #[error("float {0} has no JSON form")]
     NonFiniteFloat(f64),
@@ -346,12 +408,44 @@ mod tests {
         check_json_round_trip("[]");
     }
 
+    #[track_caller]
+    fn json_error(text: &str) -> String {
+        let json: serde_json::Value = serde_json::from_str(text).expect("test JSON parses");
+        match Value::from_json(&json) {
+            Ok(value) => panic!("{text} converted to {value:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
     #[test]
-    fn json_integer_beyond_i64_is_an_error() {
-        let json: serde_json::Value = serde_json::from_str("18446744073709551615").expect("parses");
+    fn json_integer_beyond_i64_is_an_error_naming_its_path() {
         assert_eq!(
-            Value::from_json(&json),
-            Err(JsonError::IntegerTooLarge("18446744073709551615".into()))
+            json_error("18446744073709551615"),
+            "integer 18446744073709551615 at $ is outside the 64-bit range"
+        );
+        assert_eq!(
+            json_error(r#"{"a": [1, 18446744073709551616]}"#),
+            "integer 18446744073709551616 at $.a[1] is outside the 64-bit range"
+        );
+        assert_eq!(
+            json_error(r#"{"ok": 1, "a b": {"_x9": [[0, -9223372036854775809]]}}"#),
+            r#"integer -9223372036854775809 at $["a b"]._x9[0][1] is outside the 64-bit range"#
+        );
+        assert_eq!(
+            json_error(r#"{"k\n": 1e+999}"#),
+            r#"number 1e+999 at $["k\n"] is out of range for a 64-bit float"#
+        );
+    }
+
+    #[test]
+    fn json_error_caps_a_huge_literal() {
+        let digits = "9".repeat(100_000);
+        assert_eq!(
+            json_error(&format!("[{digits}]")),
+            format!(
+                "integer {}… (100000 bytes) at $[0] is outside the 64-bit range",
+                "9".repeat(80)
+            )
         );
     }
 

@@ -85,7 +85,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// A plugin option, `KEY=VALUE` (repeatable).
-        #[arg(long = "opt", value_name = "KEY=VALUE", value_parser = parse_option)]
+        #[arg(long = "opt", value_name = "KEY=VALUE", value_parser = OptionParser)]
         options: Vec<(String, String)>,
         /// Qualified name of a Python class (class-source; same as --opt qualname=Q).
         #[arg(long, value_name = "Q")]
@@ -189,10 +189,34 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
+/// Parses `--opt KEY=VALUE`. Its own parser rather than a function, whose
+/// errors clap prefixes with the whole value: a refusal quotes the value
+/// capped (`quote_capped`), however long it is.
+#[derive(Debug, Clone, Copy)]
+struct OptionParser;
+
+impl clap::builder::TypedValueParser for OptionParser {
+    type Value = (String, String);
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let text = value.to_string_lossy();
+        parse_option(&text)
+            .map_err(|why| clap::Error::raw(clap::error::ErrorKind::ValueValidation, why + "\n"))
+    }
+}
+
 fn parse_option(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+        _ => Err(format!(
+            "--opt expects KEY=VALUE, got \"{}\"",
+            stowage::quote_capped(text, stowage::MAX_QUOTED_NAME)
+        )),
     }
 }
 

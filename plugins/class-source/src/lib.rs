@@ -23,9 +23,9 @@
 //!   mentioning `class` fools nothing; the qualname is dotted identifiers
 //!   without keywords and ends in the class name, compared under NFKC.
 //!
-//! Decision: `sniff` claims UTF-8 text without NUL bytes in which some
-//! logical line starts `class NAME` (at any indentation), not only files
-//! that validate: a module with imports before its class is then refused by
+//! Decision: `sniff` claims text without NUL bytes (UTF-8, or with invalid
+//! bytes, read lossily) in which some logical line starts `class NAME` (at
+//! any indentation), not only files that validate: a module with imports before its class is then refused by
 //! `ingest` with a message saying what class-source stores, instead of the
 //! host's bare "no plugin recognises this file". Other plugins sniff binary
 //! formats and the fallback never sniffs, so nothing else is shadowed.
@@ -112,16 +112,11 @@ impl Plugin for ClassSourcePlugin {
         if prefix.contains(&0) {
             return false;
         }
-        let text = match std::str::from_utf8(prefix) {
-            Ok(text) => text,
-            // A prefix may cut the last character in two.
-            Err(e) if e.error_len().is_none() => {
-                std::str::from_utf8(prefix.get(..e.valid_up_to()).unwrap_or_default())
-                    .unwrap_or_default()
-            }
-            Err(_) => return false,
-        };
-        validate::mentions_class(text)
+        // Text with an invalid byte is still claimed when it has a class
+        // statement, so `ingest` says the source is not UTF-8 (and where)
+        // instead of the host's bare "no plugin recognises this file". A
+        // prefix may also cut the last character in two.
+        validate::mentions_class(&String::from_utf8_lossy(prefix))
     }
 
     fn ingest(

@@ -167,9 +167,8 @@ fn refusals_are_one_line_errors_exiting_1() {
     let path = write(&dir, "module.py", b"import os\n\nclass A:\n    pass\n");
     StowageCmd::new(&dir, &["put", "m", path.to_str().expect("utf-8")]).fails(
         1,
-        "error: no plugin recognises this file; tried: class-source (invalid input: line 1: \
-         the first statement is `import`, not a class; class-source stores one class \
-         definition as inspect.getsource returns it); msgpack (declined)",
+        "error: cannot store m: class-source: line 1: the first statement is `import`, not a \
+         class; class-source stores one class definition as inspect.getsource returns it",
     );
     let path = write(&dir, "a.py", b"class A: pass");
     StowageCmd::new(
@@ -184,8 +183,8 @@ fn refusals_are_one_line_errors_exiting_1() {
     )
     .fails(
         1,
-        "error: no plugin recognises this file; tried: class-source (invalid input: \
-             class is named `A` but the qualname `m.B` ends in `B`); msgpack (unknown option qualname; this serializer accepts no options)",
+        "error: cannot store a: class-source: class is named `A` but the qualname `m.B` ends \
+         in `B`",
     );
     let value = Value::ClassSource(ClassSource {
         qualname: "A".to_owned(),

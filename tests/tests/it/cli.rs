@@ -16,7 +16,7 @@ fn json(text: &str) -> serde_json::Value {
 fn status_json_has_the_documented_shape() {
     let dir = TestDir::new("status-json");
     dir.install("fixture-echo", "stowage_echo");
-    dir.write_config("[plugins.tensor]\n");
+    dir.write_config("[plugins.tensor]\npriority = 33\n");
     let status = json(&StowageCmd::new(&dir, &["status", "--json"]).ok());
     let keys: Vec<&str> = status
         .as_object()
@@ -85,9 +85,15 @@ fn status_json_has_the_documented_shape() {
         (
             &msgpack["builtin"],
             &msgpack["library"],
-            &msgpack["priority"]
+            &msgpack["priority"],
+            &msgpack["origin"]
         ),
-        (&json("true"), &json("null"), &json("9999"))
+        (
+            &json("true"),
+            &json("null"),
+            &json("9999"),
+            &json("\"builtin\"")
+        )
     );
     let tensor = &serializers[2];
     let awaiting = dir
@@ -101,15 +107,52 @@ fn status_json_has_the_documented_shape() {
             &tensor["awaiting"],
             &tensor["version"],
             &tensor["kinds"],
-            &tensor["origin"]
+            &tensor["origin"],
+            &tensor["priority"]
         ),
         (
             &json("\"pending\""),
             &serde_json::Value::String(awaiting),
             &json("null"),
             &json("[]"),
-            &json("\"config\"")
+            &json("\"config\""),
+            &json("33")
         )
+    );
+}
+
+#[test]
+fn configured_priority_shows_in_every_state_and_builtin_keeps_its_origin() {
+    let dir = TestDir::new("status-priority");
+    dir.install("fixture-echo", "stowage_echo");
+    dir.install("fixture-init-panic", "stowage_init_panic");
+    dir.write_config(
+        "[plugins.echo]\nenabled = false\npriority = 7\n[plugins.msgpack]\npriority = 5\n\
+         [plugins.arrow]\n[plugins.tensor]\npriority = 33\n[plugins.init-panic]\npriority = 4\n",
+    );
+    let status = json(&StowageCmd::new(&dir, &["status", "--json"]).ok());
+    let rows: Vec<(&str, &str, &serde_json::Value, &str)> = status["serializers"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or("?"),
+                s["state"].as_str().unwrap_or("?"),
+                &s["priority"],
+                s["origin"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("msgpack", "active", &json("5"), "builtin"),
+            ("arrow", "pending", &json("null"), "config"),
+            ("tensor", "pending", &json("33"), "config"),
+            ("init-panic", "broken", &json("4"), "config"),
+            ("echo", "disabled", &json("7"), "config"),
+        ]
     );
 }
 
@@ -126,7 +169,7 @@ fn status_table_lists_serializers_in_dispatch_order() {
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(names, ["rival", "echo", "msgpack", "init_panic"]);
+    assert_eq!(names, ["rival", "echo", "msgpack", "init-panic"]);
     assert!(
         table.contains("panic during init: fixture refuses to start"),
         "{table}"

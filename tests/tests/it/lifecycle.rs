@@ -100,7 +100,7 @@ fn panic_during_init_is_broken_with_the_plugin_message() {
     let host = dir.host();
     let reason =
         "panic during init: fixture refuses to start at tests/fixtures/init-panic/src/lib.rs:6";
-    assert_state(&host, "init_panic", State::Broken, Some(reason));
+    assert_state(&host, "init-panic", State::Broken, Some(reason));
 }
 
 #[test]
@@ -269,7 +269,7 @@ fn autoload_off_leaves_unlisted_libraries_known_and_unopened() {
     )
     .expect("write");
     let host = dir.host();
-    let status = status_of(&host, "init_panic");
+    let status = status_of(&host, "init-panic");
     // Never opened: its init would have panicked and broken it.
     assert_eq!(
         (status.state, status.enabled, status.last_error.as_deref()),
@@ -340,7 +340,9 @@ fn missing_native_dependency_is_pending_until_installed() {
     fs::create_dir_all(&deps).expect("mkdir");
     dir.install("fixture-needs-native", "stowage_needs_native");
     let mut watch = stowage_tests::WatchProcess::start(&dir);
-    watch.expect_line("needs_native: new -> pending (awaiting libstowage_fixture_dep.so)");
+    // One name throughout: the provisional name (from the file stem) reads
+    // `_` as `-`, as the plugin declares it.
+    watch.expect_line("needs-native: new -> pending (awaiting libstowage_fixture_dep.so)");
 
     let built = artifacts()
         .out_dir("fixture-needs-native")
@@ -349,5 +351,5 @@ fn missing_native_dependency_is_pending_until_installed() {
     let temp = deps.join(".libstowage_fixture_dep.so.tmp");
     fs::copy(built, &temp).expect("copy dependency");
     fs::rename(&temp, deps.join("libstowage_fixture_dep.so")).expect("install dependency");
-    watch.expect_line("needs-native: new -> active");
+    watch.expect_line("needs-native: pending -> active");
 }

@@ -21,5 +21,7 @@ mod class_source;
 mod cli;
 // `stowage install` / `uninstall`: checked without dlopen, renamed into place.
 mod install;
+// Error messages: the artifact and the real cause first, capped quotes.
+mod errors;
 // House rules checked on the source tree.
 mod tidy;

@@ -78,7 +78,8 @@ fn json_documents_round_trip_through_the_fallback_as_equal_values() {
     fs::write(&file, "18446744073709551616").expect("write");
     StowageCmd::new(&dir, &["put", "huge", "huge.json", "--json"]).fails(
         1,
-        "error: no plugin recognises this file; tried: msgpack (invalid input: integer 18446744073709551616 does not fit a 64-bit signed int)",
+        "error: cannot store huge: msgpack: integer 18446744073709551616 at $ is outside the \
+         64-bit range",
     );
 }
 
@@ -382,7 +383,8 @@ fn disabled_writer_names_itself_raw_still_works_and_enable_restores() {
     StowageCmd::new(&dir, &["disable", "echo"]).ok();
     StowageCmd::new(&dir, &["get", "e"]).fails(
         1,
-        "error: no deserializer for encoding echo-v1; written by echo 1.2.0 — is it installed and enabled?",
+        "error: cannot load e: no deserializer for encoding echo-v1; written by echo 1.2.0 — \
+         is it installed and enabled?",
     );
     assert_eq!(StowageCmd::new(&dir, &["get", "e", "--raw"]).ok(), "kept");
     StowageCmd::new(&dir, &["enable", "echo"]).ok();

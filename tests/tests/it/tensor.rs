@@ -416,8 +416,8 @@ fn malformed_files_are_refused_with_one_line() {
     );
     StowageCmd::new(&dir, &["put", "bad", "overlap.safetensors"]).fails(
         1,
-        "error: no plugin recognises this file; tried: tensor (invalid input: tensor `b`: \
-         data at 1 overlaps the tensor before it, which ends at 2); msgpack (declined)",
+        "error: cannot store bad: tensor: tensor `b`: data at 1 overlaps the tensor before \
+         it, which ends at 2",
     );
     StowageCmd::new(&dir, &["get", "bad"]).fails(1, "error: no artifact named bad");
 }
