@@ -209,3 +209,25 @@ fn uninstall_removes_the_library_and_says_so() {
         "error: msgpack is built in and cannot be uninstalled; `stowage disable msgpack` turns it off",
     );
 }
+
+/// A library that passes the file checks but panics in `init` stays
+/// installed (status explains it) and the command fails naming its state.
+#[test]
+fn a_plugin_broken_at_init_is_installed_and_the_command_fails() {
+    let dir = TestDir::new("install-broken");
+    let output = StowageCmd::new(&dir, &["install", &lib("fixture-init-panic")]).output();
+    let installed = dir.plugin_dir().join("libfixture_init_panic.so");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "installed {}: fixture-init-panic broken (panic during init: fixture refuses to start at tests/fixtures/init-panic/src/lib.rs:6)\n",
+            installed.display()
+        )
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: installed, but fixture-init-panic is broken\n"
+    );
+    assert!(installed.is_file());
+}
