@@ -10,6 +10,7 @@
 //! On-disk layout of a store directory:
 //!
 //! ```text
+//! format                    store format marker: "stowage-store 1\n"
 //! lock                      flock target: commits, removals, gc, open's recovery
 //! index.log                 append-only framed log of record batches (index.rs)
 //! packs/00000001.pack       small blobs, appended at commit (pack.rs)
@@ -68,8 +69,34 @@
 //! skipped, the lock is `File::lock` (Rust 1.89+), and gc may fail to
 //! delete a file that a reader still has mapped.
 //! Decision: damage a crash cannot explain (a bad log frame followed by
-//! more data, a checksummed frame with an invalid record) makes `open` fail
-//! rather than silently dropping the committed records after it.
+//! more data) makes `open` fail rather than silently dropping the committed
+//! records after it. A checksummed frame holding an invalid record is not
+//! such damage: the record is listed as unreadable ([`UnreadableRecord`],
+//! SPEC §6) and everything else reads normally; gc refuses until it is
+//! removed or a build that reads it runs.
+//!
+//! Read-only mode (SPEC §6 "reading never needs write access"): when the
+//! directory is not writable (`access(W_OK)`), or creating the layout, the
+//! lock or the log answers EACCES/EPERM/EROFS, [`Store::open`] opens the
+//! store read-only: nothing is created, locked, truncated or deleted; a
+//! torn log tail is ignored in memory (damage in the middle still fails);
+//! a missing `index.log` reads as an empty store. `get`, `list`, `verify`
+//! work; `writer`, `commit`, `remove` and `gc` fail with
+//! [`StoreError::ReadOnly`]. The failpoint `open-erofs` forces this mode.
+//!
+//! Store format marker: `format` holds `stowage-store N`, the layout version
+//! of the store itself (directories, log framing), distinct from each
+//! record's `format_version`. Decision: it is written (temp file, fsync,
+//! rename, directory fsync) when `open` creates a store, and for an older
+//! store without one by its first write operation, under the lock; opening
+//! alone never adds it. An absent marker means format 1 (stores made before
+//! markers, like `tests/fixtures/stores/format-v1`). A store whose marker
+//! names a newer format (or is malformed) is opened read-only and every
+//! write fails with [`StoreError::NewerStoreFormat`]
+//! ([`StoreError::BadFormatMarker`]); every write re-reads the marker under
+//! the lock, so a process that opened before an upgrade cannot write into
+//! the upgraded store either. Reads do not consult it: records carry their
+//! own versions.
 
 mod blob;
 mod error;
