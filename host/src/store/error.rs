@@ -20,7 +20,7 @@ use crate::text::escape_control;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No live artifact has this name.
-    #[error("no artifact named {name}")]
+    #[error("no artifact named {}", escape_control(.name))]
     NotFound {
         /// The name that was looked up.
         name: String,
@@ -47,7 +47,7 @@ pub enum StoreError {
         reason: &'static str,
     },
     /// Two blobs of one artifact have the same name.
-    #[error("duplicate blob {blob} in artifact {name}")]
+    #[error("duplicate blob {blob} in artifact {}", escape_control(.name))]
     DuplicateBlob {
         /// The artifact being written.
         name: String,
@@ -55,27 +55,27 @@ pub enum StoreError {
         blob: String,
     },
     /// `write` was called before any `begin_blob`.
-    #[error("no blob in progress in artifact {name}; call begin_blob first")]
+    #[error("no blob in progress in artifact {}; call begin_blob first", escape_control(.name))]
     NoBlobInProgress {
         /// The artifact being written.
         name: String,
     },
     /// `finish` was called on a writer that wrote no blob.
-    #[error("artifact {name} has no blobs")]
+    #[error("artifact {} has no blobs", escape_control(.name))]
     NoBlobs {
         /// The artifact being written.
         name: String,
     },
     /// An earlier write of this writer failed; the artifact cannot be
     /// completed and must be written again.
-    #[error("writer for artifact {name} failed earlier and cannot continue")]
+    #[error("writer for artifact {} failed earlier and cannot continue", escape_control(.name))]
     WriterFailed {
         /// The artifact being written.
         name: String,
     },
     /// A pending artifact was handed to a store other than the one that
     /// wrote its blobs.
-    #[error("pending artifact {name} was written for store {}, not {}", .written_for.display(), .store.display())]
+    #[error("pending artifact {} was written for store {}, not {}", escape_control(.name), .written_for.display(), .store.display())]
     ForeignPending {
         /// The pending artifact's name.
         name: String,
@@ -85,7 +85,7 @@ pub enum StoreError {
         store: PathBuf,
     },
     /// A blob's bytes do not hash to the digest its record carries.
-    #[error("blob {blob} of artifact {name} is corrupt: expected blake3 {expected}, got {actual}")]
+    #[error("blob {blob} of artifact {} is corrupt: expected blake3 {expected}, got {actual}", escape_control(.name))]
     Corrupt {
         /// The artifact.
         name: String,
@@ -99,7 +99,7 @@ pub enum StoreError {
     /// A blob's stored data has a different length than its record says
     /// (a truncated or extended file, a pack range past the end).
     #[error(
-        "blob {blob} of artifact {name} has {actual} bytes on disk, its record says {expected}"
+        "blob {blob} of artifact {} has {actual} bytes on disk, its record says {expected}", escape_control(.name)
     )]
     SizeMismatch {
         /// The artifact.
@@ -112,7 +112,7 @@ pub enum StoreError {
         actual: u64,
     },
     /// A blob's stored container (a zstd frame) cannot be decoded.
-    #[error("blob {blob} of artifact {name} cannot be decoded from {}: {source}", .path.display())]
+    #[error("blob {blob} of artifact {} cannot be decoded from {}: {source}", escape_control(.name), .path.display())]
     Undecodable {
         /// The artifact.
         name: String,
@@ -125,7 +125,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// The file holding a blob does not exist.
-    #[error("blob {blob} of artifact {name} is missing: {} does not exist", .path.display())]
+    #[error("blob {blob} of artifact {} is missing: {} does not exist", escape_control(.name), .path.display())]
     MissingBlob {
         /// The artifact.
         name: String,

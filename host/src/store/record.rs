@@ -19,7 +19,17 @@
 //! it as unreadable (SPEC §6).
 //!
 //! Artifact names (SPEC §7): 1–255 bytes of UTF-8, no control character, no
-//! `/`, not starting with `.`, no leading or trailing whitespace.
+//! `/`, not starting with `.`, no leading or trailing whitespace — checked
+//! on write ([`validate_name`]).
+//! Decision: on read, a record's name is held to the rules every earlier
+//! build enforced on write ([`validate_stored_name`]: 1–255 bytes, no `/`,
+//! no NUL, no leading `.`); a record breaking them is unreadable. A name
+//! with a control character or edge whitespace, which builds before the
+//! SPEC §7 rule accepted, stays readable ("old artifacts stay readable",
+//! SPEC §6): an artifact name is never used as a path, and every
+//! human-readable output escapes it, so it is a display hazard only, and
+//! one `escape_control` removes. Blob names, which do become paths, get the
+//! full rule on read too.
 //! Blob names are untrusted too (a plugin picks them; a record may come from
 //! another machine).
 //! Decision: a blob name is a single path component: 1–255 bytes, no `/`,
@@ -335,7 +345,7 @@ impl Record {
             }
         }
         let name = name.ok_or_else(|| missing("name"))?;
-        validate_name(&name).map_err(|reason| bad(format!("name {name:?} {reason}")))?;
+        validate_stored_name(&name).map_err(|reason| bad(format!("name {name:?} {reason}")))?;
         let mut serializer = None;
         let mut serializer_version = None;
         for (key, v) in written_by.ok_or_else(|| missing("written_by"))? {
@@ -550,6 +560,25 @@ pub(crate) fn validate_name(name: &str) -> Result<(), &'static str> {
     }
 }
 
+/// Checks the name of a record read from the log: the rules every stowage
+/// build has enforced on write (1–255 bytes, no `/`, no NUL, no leading
+/// `.`). See the module docs for why this is looser than [`validate_name`].
+pub(crate) fn validate_stored_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("is empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Err("is longer than 255 bytes")
+    } else if name.contains('/') {
+        Err("contains '/'")
+    } else if name.contains('\0') {
+        Err("contains a NUL byte")
+    } else if name.starts_with('.') {
+        Err("starts with '.'")
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks a blob name: one relative path component, so that `get --raw -o
 /// DIR` can use it as a file name inside DIR; `Err` says which rule it
 /// breaks.
@@ -658,6 +687,21 @@ mod tests {
         check_name("trail\u{a0}", false);
         check_name("inner space", true);
         check_name("é✓", true);
+    }
+
+    #[test]
+    fn stored_names_keep_the_rules_of_earlier_writers() {
+        for ok in ["tab\there", " lead", "trail ", "a\nb", "model"] {
+            assert_eq!(validate_stored_name(ok), Ok(()), "{ok:?}");
+        }
+        for (bad, reason) in [
+            ("", "is empty"),
+            ("a/b", "contains '/'"),
+            ("nul\0", "contains a NUL byte"),
+            (".hidden", "starts with '.'"),
+        ] {
+            assert_eq!(validate_stored_name(bad), Err(reason), "{bad:?}");
+        }
     }
 
     #[track_caller]

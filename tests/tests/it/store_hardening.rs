@@ -432,6 +432,15 @@ fn a_frame_that_is_not_valid_json_is_one_unreadable_placeholder() {
     );
     assert_eq!(listing[1]["name"], "doc");
     assert_eq!(StowageCmd::new(&dir, &["get", "doc"]).ok(), "7\n");
+    let placeholder = format!(".record-at-{at}");
+    assert_eq!(
+        StowageCmd::new(&dir, &["rm", &placeholder]).ok(),
+        format!("removed {placeholder}\n")
+    );
+    assert_eq!(
+        json(&StowageCmd::new(&dir, &["ls", "--json"]).ok())[0]["name"],
+        "doc"
+    );
 }
 
 #[test]
@@ -550,24 +559,36 @@ fn inspect_and_ls_escape_control_characters_in_every_value() {
     // The JSON form keeps the exact values.
     let record = json(&StowageCmd::new(&dir, &["inspect", "odd", "--json"]).ok());
     assert_eq!(record["serializer_info"]["sep"], "\n");
-    // A record with a control character in its name (written elsewhere) is
-    // unreadable, and ls prints its name escaped on one line.
+    // Records written elsewhere: a name with a newline (which builds before
+    // the SPEC §7 rule accepted: still readable, printed escaped) and a
+    // name with a `/` (which no build writes: unreadable).
     let store = dir.root.join("store");
-    let mut bad = log_records(&store).pop().expect("record");
-    bad["name"] = "two\nlines".into();
-    append_log_frame(&store, &serde_json::json!({ "put": [bad] }));
+    let mut newline = log_records(&store).pop().expect("record");
+    newline["name"] = "two\nlines".into();
+    let mut slash = newline.clone();
+    slash["name"] = "a/b".into();
+    append_log_frame(&store, &serde_json::json!({ "put": [newline, slash] }));
     assert_eq!(
         StowageCmd::new(&dir, &["ls"]).ok(),
         format!(
             "NAME        TYPE         ENCODING                      BYTES  WRITTEN BY           CREATED\n\
+             a/b         ! unreadable: name \"a/b\" contains '/'\n\
              odd         bytes        badblob-v1 v1                     4  badblobs 1.0.0       {created}\n\
-             two\\nlines  ! unreadable: name \"two\\nlines\" contains a control character\n"
+             two\\nlines  bytes        badblob-v1 v1                     4  badblobs 1.0.0       {created}\n"
         )
     );
-    StowageCmd::new(&dir, &["get", "two\nlines"]).fails(
-        1,
-        "error: artifact two\\nlines is unreadable: name \"two\\nlines\" contains a control character",
+    assert_eq!(
+        StowageCmd::new(&dir, &["get", "two\nlines", "--raw"]).ok(),
+        "body"
     );
+    assert!(StowageCmd::new(&dir, &["inspect", "two\nlines"])
+        .ok()
+        .starts_with("name:        two\\nlines\n"));
+    assert_eq!(
+        StowageCmd::new(&dir, &["rm", "two\nlines"]).ok(),
+        "removed two\\nlines\n"
+    );
+    StowageCmd::new(&dir, &["get", "two\nlines"]).fails(1, "error: no artifact named two\\nlines");
 }
 
 #[test]
