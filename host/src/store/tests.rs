@@ -951,6 +951,19 @@ fn a_newer_record_format_is_unreadable_and_the_rest_reads() {
     assert!(matches!(removed, Listed::Unreadable(ref u) if u.reason == reason));
     store.gc().expect("gc runs again");
     assert!(store.verify().expect("verify").is_ok());
+    // A new save under an unreadable record's name replaces it.
+    append_frame(
+        dir.path(),
+        &serde_json::json!({"put": [{"name": "again", "format_version": 3}]}),
+    );
+    assert_eq!(store.unreadable().len(), 1);
+    save(&store, "again", &[("v", BlobLayout::Raw, b"new")]);
+    assert!(store.unreadable().is_empty());
+    assert_eq!(load(&store, "again"), vec![b"new".to_vec()]);
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    assert!(store.unreadable().is_empty(), "replay agrees");
+    assert_eq!(load(&store, "again"), vec![b"new".to_vec()]);
 }
 
 #[test]
@@ -1435,6 +1448,8 @@ fn failpoint_names_are_listed_in_save_path_order() {
         ]
     );
     assert_eq!(failpoint::parse(Some("mid-index")), Some("mid-index"));
+    assert_eq!(failpoint::INJECTIONS, ["open-erofs"]);
+    assert_eq!(failpoint::parse(Some("open-erofs")), Some("open-erofs"));
     assert_eq!(
         failpoint::parse(Some(" before-index ")),
         Some("before-index")
