@@ -251,6 +251,11 @@ fn another_users_store_is_readable_and_refuses_writes() {
     }
     let shared = SharedDir::new("read-only");
     let root = &shared.0;
+    assert!(
+        reachable_by_others(&root.join("store")),
+        "{} must be searchable by other users",
+        root.display()
+    );
     let store = root.join("store");
     fs::write(root.join("doc.json"), r#"{"b": true}"#).expect("write");
     fs::write(
