@@ -176,6 +176,7 @@ impl Host {
         options: &[(String, String)],
     ) -> Result<Saved, Error> {
         let store = self.store()?;
+        store.check_writable()?;
         let (pending, skipped) = self.prepare_value(&store, name, value, options)?;
         let record = commit_one(&store, pending)?;
         Ok(Saved { record, skipped })
@@ -189,6 +190,7 @@ impl Host {
         options: &[(String, String)],
     ) -> Result<Vec<Record>, Error> {
         let store = self.store()?;
+        store.check_writable()?;
         let mut pending = Vec::with_capacity(items.len());
         for (name, value) in items {
             let (artifact, _) = self
@@ -235,6 +237,7 @@ impl Host {
             return Err(Error::storing(name, Error::EmptyInput { input }));
         }
         let store = self.store()?;
+        store.check_writable()?;
         let prefix = &file[..file.len().min(stowage_plugin_api::SNIFF_PREFIX_LEN)];
         let mut new_sink = |route: &Route| -> Result<Progress<'_, '_>, String> {
             let writer = store.writer(name).map_err(|e| e.to_string())?;

@@ -34,6 +34,7 @@ pub mod loader;
 pub mod registry;
 pub mod serializer;
 pub mod store;
+pub mod text;
 pub mod value;
 
 use std::ffi::OsString;

@@ -74,6 +74,7 @@ const PACKAGES: &[&str] = &[
     "fixture-fake-msgpack",
     "fixture-decliner",
     "fixture-needs-native",
+    "fixture-bad-blob-names",
 ];
 
 /// The workspace root.
@@ -450,6 +451,45 @@ impl StowageCmd {
         assert_eq!(stderr.trim_end(), message, "stderr");
         stderr
     }
+}
+
+/// Appends one index-log frame holding `payload` to `store_dir/index.log`,
+/// framed and checksummed the way the store writes it (`SLG1`, length as
+/// u32 LE, the first 8 bytes of blake3(payload), payload, `\n`): a
+/// hand-edited record, for tests of untrusted records.
+pub fn append_log_frame(store_dir: &Path, payload: &serde_json::Value) {
+    let payload = serde_json::to_vec(payload).expect("serialize payload");
+    let len = u32::try_from(payload.len()).expect("small payload");
+    let mut frame = b"SLG1".to_vec();
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&blake3::hash(&payload).as_bytes()[..8]);
+    frame.extend_from_slice(&payload);
+    frame.push(b'\n');
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(store_dir.join("index.log"))
+        .expect("open index.log");
+    std::io::Write::write_all(&mut log, &frame).expect("append frame");
+}
+
+/// Every record put by the frames of `store_dir/index.log`, in log order
+/// (the log form, with pack locations), for building hand-edited records.
+pub fn log_records(store_dir: &Path) -> Vec<serde_json::Value> {
+    let log = fs::read(store_dir.join("index.log")).expect("read index.log");
+    let mut records = Vec::new();
+    let mut rest = log.as_slice();
+    while rest.len() >= 16 {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&rest[4..8]);
+        let len = u32::from_le_bytes(len) as usize;
+        let payload: serde_json::Value =
+            serde_json::from_slice(&rest[16..16 + len]).expect("frame payload is JSON");
+        if let Some(put) = payload["put"].as_array() {
+            records.extend(put.iter().cloned());
+        }
+        rest = &rest[16 + len + 1..];
+    }
+    records
 }
 
 /// `stowage watch` running in a test directory (clean environment, no

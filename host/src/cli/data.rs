@@ -7,6 +7,10 @@
 //! multi-blob artifact it needs `-o DIR` and writes one file per blob.
 //! Decision: `verify` prints every problem on stdout and then fails with one
 //! summary line, so scripts see a non-zero exit and people see the list.
+//! Decision: human-readable listings (`ls`, `inspect`, `rm`, `verify`) print
+//! every value through `stowage::text::escape_control`; `ls` marks a record
+//! this build cannot read with `! unreadable: REASON` in place of its
+//! columns, and `ls --json` gives it as `{"name": …, "error": …}`.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -16,6 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use stowage::fallback::FALLBACK_NAME;
+use stowage::store::Listed;
+use stowage::text::escape_control;
 use stowage::{Host, Record};
 
 use super::{print, read_input, warn_skipped};
@@ -141,14 +147,23 @@ fn total_size(record: &Record) -> u64 {
 
 /// `stowage ls [--json]`.
 pub fn ls(host: &Host, json_output: bool) -> Result<()> {
-    let records = host.store()?.list();
+    let listing = host.store()?.listing();
     if json_output {
-        let items: Vec<serde_json::Value> = records.iter().map(Record::to_json).collect();
+        let items: Vec<serde_json::Value> = listing
+            .iter()
+            .map(|listed| match listed {
+                Listed::Record(record) => record.to_json(),
+                Listed::Unreadable(bad) => {
+                    serde_json::json!({ "name": bad.name, "error": bad.reason })
+                }
+            })
+            .collect();
         return print(&format!("{:#}\n", serde_json::Value::Array(items)));
     }
-    let width = records
+    let names: Vec<_> = listing.iter().map(|l| escape_control(l.name())).collect();
+    let width = names
         .iter()
-        .map(|r| r.name.len())
+        .map(|n| n.chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -156,50 +171,69 @@ pub fn ls(host: &Host, json_output: bool) -> Result<()> {
         "{:width$}  {:12} {:22} {:>12}  {:20} CREATED\n",
         "NAME", "TYPE", "ENCODING", "BYTES", "WRITTEN BY"
     );
-    for r in &records {
+    for (listed, name) in listing.iter().zip(&names) {
+        let r = match listed {
+            Listed::Record(record) => record,
+            Listed::Unreadable(bad) => {
+                let _ = writeln!(
+                    out,
+                    "{name:width$}  ! unreadable: {}",
+                    escape_control(&bad.reason)
+                );
+                continue;
+            }
+        };
+        let m = &r.meta;
         let _ = writeln!(
             out,
-            "{:width$}  {:12} {:22} {:>12}  {:20} {}",
-            r.name,
-            r.meta.obj_type,
-            format!("{} v{}", r.meta.encoding, r.meta.encoding_version),
+            "{name:width$}  {:12} {:22} {:>12}  {:20} {}",
+            escape_control(&m.obj_type),
+            escape_control(&format!("{} v{}", m.encoding, m.encoding_version)),
             total_size(r),
-            format!("{} {}", r.meta.serializer, r.meta.serializer_version),
-            r.created
+            escape_control(&format!("{} {}", m.serializer, m.serializer_version)),
+            escape_control(&r.created)
         );
     }
     print(&out)
 }
 
-/// `stowage inspect NAME [--json]`.
+/// `stowage inspect NAME [--json]`. Every value is printed through
+/// `escape_control`, so a value holding a newline stays on its line.
 pub fn inspect(host: &Host, name: &str, json_output: bool) -> Result<()> {
     let record = host.store()?.get(name)?;
     if json_output {
         return print(&format!("{:#}\n", record.to_json()));
     }
+    let e = |s: &str| escape_control(s).into_owned();
+    let m = &record.meta;
     let mut out = String::new();
-    let _ = writeln!(out, "name:        {}", record.name);
-    let _ = writeln!(out, "type:        {}", record.meta.obj_type);
+    let _ = writeln!(out, "name:        {}", e(&record.name));
+    let _ = writeln!(out, "type:        {}", e(&m.obj_type));
     let _ = writeln!(
         out,
         "encoding:    {} v{}",
-        record.meta.encoding, record.meta.encoding_version
+        e(&m.encoding),
+        m.encoding_version
     );
     let _ = writeln!(
         out,
         "written by:  {} {}",
-        record.meta.serializer, record.meta.serializer_version
+        e(&m.serializer),
+        e(&m.serializer_version)
     );
-    let _ = writeln!(out, "created:     {}", record.created);
+    let _ = writeln!(out, "created:     {}", e(&record.created));
     let _ = writeln!(out, "record:      format v{}", record.format_version);
-    for (key, value) in &record.meta.serializer_info {
-        let _ = writeln!(out, "info:        {key} = {value}");
+    for (key, value) in &m.serializer_info {
+        let _ = writeln!(out, "info:        {} = {}", e(key), e(value));
     }
     for blob in &record.blobs {
         let _ = writeln!(
             out,
             "blob:        {} {} bytes blake3:{} ({})",
-            blob.name, blob.size, blob.digest, blob.storage
+            e(&blob.name),
+            blob.size,
+            blob.digest,
+            blob.storage
         );
     }
     print(&out)
@@ -214,8 +248,8 @@ pub fn show(host: &Host, name: &str) -> Result<()> {
 
 /// `stowage rm NAME`.
 pub fn rm(host: &Host, name: &str) -> Result<()> {
-    let record = host.store()?.remove(name)?;
-    print(&format!("removed {}\n", record.name))
+    let removed = host.store()?.remove(name)?;
+    print(&format!("removed {}\n", escape_control(removed.name())))
 }
 
 /// `stowage gc`.
@@ -236,7 +270,17 @@ pub fn verify(host: &Host) -> Result<()> {
     let report = host.store()?.verify()?;
     let mut out = String::new();
     for issue in &report.issues {
-        let _ = writeln!(out, "{} / {}: {}", issue.artifact, issue.blob, issue.error);
+        let artifact = escape_control(&issue.artifact);
+        let error = issue.error.to_string();
+        let error = escape_control(&error);
+        match &issue.blob {
+            Some(blob) => {
+                let _ = writeln!(out, "{artifact} / {}: {error}", escape_control(blob));
+            }
+            None => {
+                let _ = writeln!(out, "{artifact}: {error}");
+            }
+        }
     }
     let _ = writeln!(
         out,

@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use stowage::config::{self, EditOutcome};
+use stowage::text::escape_control;
 use stowage::{Answer, Attempt, Host, HostOptions, PluginStatus, Skipped, Value};
 
 /// stowage: a plugin host for serializers.
@@ -294,7 +295,7 @@ pub fn status_table(host: &Host) -> String {
     let mut out = String::new();
     let width = statuses
         .iter()
-        .map(|s| s.name.len())
+        .map(|s| escape_control(&s.name).chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -321,24 +322,25 @@ pub fn status_table(host: &Host) -> String {
         };
         let _ = writeln!(
             out,
-            "{:width$}  {:9} {:>5}  {:10} {:28} {detail}{errors}",
-            s.name,
+            "{:width$}  {:9} {:>5}  {:10} {:28} {}{errors}",
+            escape_control(&s.name),
             s.state.name(),
             s.priority
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into()),
-            s.version.as_deref().unwrap_or("-"),
+            escape_control(s.version.as_deref().unwrap_or("-")),
             if s.kinds.is_empty() {
                 "-".to_owned()
             } else {
-                s.kinds.join(",")
+                escape_control(&s.kinds.join(",")).into_owned()
             },
+            escape_control(&detail),
         );
     }
     if !snapshot.warnings.is_empty() {
         let _ = writeln!(out, "\nwarnings:");
         for warning in &snapshot.warnings {
-            let _ = writeln!(out, "  {warning}");
+            let _ = writeln!(out, "  {}", escape_control(warning));
         }
     }
     out

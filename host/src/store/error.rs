@@ -4,6 +4,8 @@
 //! one-line, lowercase message needs (artifact name, blob name, path,
 //! versions). Callers match on variants, never on message text.
 //!
+//! Decision: names read from records are escaped (`text::escape_control`)
+//! where a message prints them bare, so an error stays one line.
 //! Decision: blob data that cannot be decoded (a broken zstd frame) is its
 //! own variant, [`StoreError::Undecodable`], distinct from a digest mismatch,
 //! so `verify` can tell "damaged container" from "wrong bytes".
@@ -11,18 +13,21 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::text::escape_control;
+
 /// Everything a [`Store`](super::Store) operation can fail with.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No live artifact has this name.
-    #[error("no artifact named {name}")]
+    #[error("no artifact named {}", escape_control(.name))]
     NotFound {
         /// The name that was looked up.
         name: String,
     },
-    /// An artifact name breaks the naming rules (non-empty, at most 255
-    /// bytes, no `/`, no NUL, no leading `.`).
+    /// An artifact name breaks the naming rules (SPEC §7: 1–255 bytes, no
+    /// control character, no `/`, no leading `.`, no leading or trailing
+    /// whitespace).
     #[error("invalid artifact name {name:?}: {reason}")]
     InvalidName {
         /// The rejected name.
@@ -30,9 +35,9 @@ pub enum StoreError {
         /// Which rule it breaks.
         reason: &'static str,
     },
-    /// A blob name breaks the naming rules (non-empty, at most 255 bytes,
-    /// no NUL).
-    #[error("invalid blob name {blob:?} in artifact {name}: {reason}")]
+    /// A blob name breaks the naming rules (one path component of 1–255
+    /// bytes: no `/` or `\\`, not `.` or `..`, no control character).
+    #[error("invalid blob name {blob:?} in artifact {}: {reason}", escape_control(.name))]
     InvalidBlobName {
         /// The artifact being written.
         name: String,
@@ -42,7 +47,7 @@ pub enum StoreError {
         reason: &'static str,
     },
     /// Two blobs of one artifact have the same name.
-    #[error("duplicate blob {blob} in artifact {name}")]
+    #[error("duplicate blob {blob} in artifact {}", escape_control(.name))]
     DuplicateBlob {
         /// The artifact being written.
         name: String,
@@ -50,27 +55,27 @@ pub enum StoreError {
         blob: String,
     },
     /// `write` was called before any `begin_blob`.
-    #[error("no blob in progress in artifact {name}; call begin_blob first")]
+    #[error("no blob in progress in artifact {}; call begin_blob first", escape_control(.name))]
     NoBlobInProgress {
         /// The artifact being written.
         name: String,
     },
     /// `finish` was called on a writer that wrote no blob.
-    #[error("artifact {name} has no blobs")]
+    #[error("artifact {} has no blobs", escape_control(.name))]
     NoBlobs {
         /// The artifact being written.
         name: String,
     },
     /// An earlier write of this writer failed; the artifact cannot be
     /// completed and must be written again.
-    #[error("writer for artifact {name} failed earlier and cannot continue")]
+    #[error("writer for artifact {} failed earlier and cannot continue", escape_control(.name))]
     WriterFailed {
         /// The artifact being written.
         name: String,
     },
     /// A pending artifact was handed to a store other than the one that
     /// wrote its blobs.
-    #[error("pending artifact {name} was written for store {}, not {}", .written_for.display(), .store.display())]
+    #[error("pending artifact {} was written for store {}, not {}", escape_control(.name), .written_for.display(), .store.display())]
     ForeignPending {
         /// The pending artifact's name.
         name: String,
@@ -80,7 +85,7 @@ pub enum StoreError {
         store: PathBuf,
     },
     /// A blob's bytes do not hash to the digest its record carries.
-    #[error("blob {blob} of artifact {name} is corrupt: expected blake3 {expected}, got {actual}")]
+    #[error("blob {blob} of artifact {} is corrupt: expected blake3 {expected}, got {actual}", escape_control(.name))]
     Corrupt {
         /// The artifact.
         name: String,
@@ -94,7 +99,7 @@ pub enum StoreError {
     /// A blob's stored data has a different length than its record says
     /// (a truncated or extended file, a pack range past the end).
     #[error(
-        "blob {blob} of artifact {name} has {actual} bytes on disk, its record says {expected}"
+        "blob {blob} of artifact {} has {actual} bytes on disk, its record says {expected}", escape_control(.name)
     )]
     SizeMismatch {
         /// The artifact.
@@ -107,7 +112,7 @@ pub enum StoreError {
         actual: u64,
     },
     /// A blob's stored container (a zstd frame) cannot be decoded.
-    #[error("blob {blob} of artifact {name} cannot be decoded from {}: {source}", .path.display())]
+    #[error("blob {blob} of artifact {} cannot be decoded from {}: {source}", escape_control(.name), .path.display())]
     Undecodable {
         /// The artifact.
         name: String,
@@ -120,7 +125,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// The file holding a blob does not exist.
-    #[error("blob {blob} of artifact {name} is missing: {} does not exist", .path.display())]
+    #[error("blob {blob} of artifact {} is missing: {} does not exist", escape_control(.name), .path.display())]
     MissingBlob {
         /// The artifact.
         name: String,
@@ -149,17 +154,6 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
-    /// An index entry passed its checksum but does not describe valid
-    /// records (a bug, or an edit by hand).
-    #[error("malformed record in {} at offset {offset}: {reason}", .path.display())]
-    BadRecord {
-        /// The log file.
-        path: PathBuf,
-        /// Byte offset of the entry.
-        offset: u64,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// One commit batch would need an index entry above the 4 GiB frame
     /// limit.
     #[error("index entry of {bytes} bytes exceeds the 4 GiB frame limit; commit fewer artifacts per batch")]
@@ -167,18 +161,52 @@ pub enum StoreError {
         /// The entry's payload size.
         bytes: usize,
     },
-    /// A record was written by a newer stowage with a record format this
-    /// build cannot read.
-    #[error("record {name} in {} has format version {found}; this build reads format versions up to {supported}", .path.display())]
-    UnsupportedFormat {
-        /// The log file.
-        path: PathBuf,
-        /// The record's artifact name.
+    /// The artifact's record cannot be read by this build (malformed, or of
+    /// a newer record format version); other artifacts read normally.
+    #[error("artifact {} is unreadable: {reason}", escape_control(.name))]
+    Unreadable {
+        /// The artifact's name (or the placeholder `ls` shows for a record
+        /// without one).
         name: String,
-        /// The record's format version.
+        /// Why, one line.
+        reason: String,
+    },
+    /// gc (and pack compaction) cannot know which blobs an unreadable
+    /// record uses, so it refuses while any exists.
+    #[error("{operation} refused: {count} unreadable record(s), first: {}; they may use any blob — rm them or upgrade stowage", escape_control(.first))]
+    UnreadableRecords {
+        /// What was refused (`gc`).
+        operation: &'static str,
+        /// How many records are unreadable.
+        count: usize,
+        /// The first of them by name.
+        first: String,
+    },
+    /// The store is open read-only (the directory or its files cannot be
+    /// written: permissions or a read-only mount), and a write was asked.
+    #[error("store {} is read-only", .dir.display())]
+    ReadOnly {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// The store's format marker names a newer store format than this build
+    /// writes; writing could corrupt it.
+    #[error("store {} has format {found}; this build writes format {supported} — upgrade stowage", .dir.display())]
+    NewerStoreFormat {
+        /// The store directory.
+        dir: PathBuf,
+        /// The format in the marker.
         found: u64,
-        /// The highest version this build reads.
+        /// The format this build writes.
         supported: u32,
+    },
+    /// The store's format marker exists but is not `stowage-store N`.
+    #[error("store format marker {} is malformed: {reason}", .path.display())]
+    BadFormatMarker {
+        /// The marker file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
 }
 

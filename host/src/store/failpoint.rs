@@ -19,6 +19,13 @@
 //! - `mid-index`: half of the index entry is written (a torn tail), then exit;
 //! - `after-index`: the whole entry is written, before its fsync.
 //!
+//! One more name is not a step but an injected fault, kept apart from
+//! [`FAILPOINTS`] (which lists only the save path):
+//! - `open-erofs` ([`OPEN_EROFS`]): [`Store::open`](super::Store::open)
+//!   behaves as if the file system had answered EROFS to its first write, so
+//!   the store opens read-only. The process goes on; tests use it to prove
+//!   a read-only mount is readable and refuses writes.
+//!
 //! Invariant: the variable is read once per process ([`OnceLock`]); arming is
 //! a pointer comparison afterwards, so an unarmed save pays nothing.
 //!
@@ -44,6 +51,13 @@ pub const FAILPOINTS: &[&str] = &[
     "after-index",
 ];
 
+/// Injected fault: `Store::open` acts as on a read-only file system.
+pub const OPEN_EROFS: &str = "open-erofs";
+
+/// Injected faults (not save-path steps): they change behaviour instead of
+/// exiting.
+pub const INJECTIONS: &[&str] = &[OPEN_EROFS];
+
 /// The armed failpoint of this process, read once from [`ENV_VAR`].
 pub fn armed() -> Option<&'static str> {
     static ARMED: OnceLock<Option<&'static str>> = OnceLock::new();
@@ -56,11 +70,16 @@ pub(crate) fn parse(value: Option<&str>) -> Option<&'static str> {
     if value.is_empty() {
         return None;
     }
-    let found = FAILPOINTS.iter().copied().find(|name| *name == value);
+    let found = FAILPOINTS
+        .iter()
+        .chain(INJECTIONS)
+        .copied()
+        .find(|name| *name == value);
     if found.is_none() {
         eprintln!(
-            "warning: {ENV_VAR}={value} names no failpoint; known: {}",
-            FAILPOINTS.join(", ")
+            "warning: {ENV_VAR}={value} names no failpoint; known: {}, {}",
+            FAILPOINTS.join(", "),
+            INJECTIONS.join(", ")
         );
         tracing::warn!(target: "stowage::store", failpoint = value, "unknown failpoint name ignored");
     }

@@ -16,6 +16,10 @@
 //! the highest-numbered pack (pack numbers are never reused).
 //! Decision: a pack with a live range that cannot be read (damaged) is left
 //! alone rather than compacted; `verify` reports it.
+//! Decision: gc and pack compaction refuse ([`StoreError::UnreadableRecords`])
+//! while any live record is unreadable: its blobs are unknown, so any blob
+//! might be its. `rm NAME` of the unreadable record (or a build that reads
+//! it) lifts the refusal.
 //! Decision: `verify` reads without the store lock; a blob whose pack was
 //! compacted away meanwhile is re-read through the current record.
 
@@ -28,7 +32,7 @@ use super::error::{IoContext, StoreError};
 use super::index::Entry;
 use super::pack::{self, PackWriter, PACK_MAGIC};
 use super::record::{is_digest, BlobLocation, PackLoc};
-use super::{Store, Verify, BLOBS_DIR, PACKS_DIR};
+use super::{Store, Tails, Verify, BLOBS_DIR, PACKS_DIR};
 
 /// How old another instance's temp file must be before gc deletes it.
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(600);
@@ -53,10 +57,11 @@ pub struct GcReport {
 pub struct VerifyIssue {
     /// The artifact's name.
     pub artifact: String,
-    /// The blob's name.
-    pub blob: String,
+    /// The blob's name; `None` when the record itself is unreadable.
+    pub blob: Option<String>,
     /// What is wrong: [`StoreError::Corrupt`], [`StoreError::MissingBlob`],
-    /// [`StoreError::SizeMismatch`], [`StoreError::Undecodable`] or I/O.
+    /// [`StoreError::SizeMismatch`], [`StoreError::Undecodable`], I/O, or
+    /// [`StoreError::Unreadable`] for a record this build cannot read.
     pub error: StoreError,
 }
 
@@ -92,8 +97,9 @@ impl Store {
     /// instance's own temp files are never touched (their writers delete
     /// them).
     pub fn gc_with_grace(&self, grace: Duration) -> Result<GcReport, StoreError> {
-        let mut locked = self.lock()?;
-        self.refresh(true)?;
+        let mut locked = self.lock_for_write()?;
+        self.refresh(Tails::Truncate)?;
+        self.refuse_if_unreadable("gc")?;
         let mut report = GcReport::default();
 
         let mut live_files: HashSet<(String, bool)> = HashSet::new();
@@ -217,6 +223,8 @@ impl Store {
         if dropped.is_empty() && compact.is_empty() {
             return Ok(());
         }
+        // Compaction re-commits records; it must know every record's blobs.
+        self.refuse_if_unreadable("pack compaction")?;
 
         // Copy the live ranges of packs to compact; skip any pack with an
         // unreadable range.
@@ -296,8 +304,8 @@ impl Store {
         }
         let entry = Entry {
             put,
-            remove: Vec::new(),
             drop_packs: gone.iter().map(|(id, _)| *id).collect(),
+            ..Entry::default()
         };
         let (at, len) = self.append_entry(&entry, false)?;
         self.apply_appended(at, len, entry);
@@ -316,21 +324,48 @@ impl Store {
         Ok(())
     }
 
+    /// [`StoreError::UnreadableRecords`] if any live record is unreadable.
+    fn refuse_if_unreadable(&self, operation: &'static str) -> Result<(), StoreError> {
+        let index = self.index_read();
+        match index.unreadable.keys().next() {
+            None => Ok(()),
+            Some(first) => Err(StoreError::UnreadableRecords {
+                operation,
+                count: index.unreadable.len(),
+                first: first.clone(),
+            }),
+        }
+    }
+
     /// Re-hashes every blob of every live record and reports each bad or
-    /// missing one. Errors only if the index itself cannot be read.
+    /// missing one; an unreadable record is one issue (with no blob).
+    /// Errors only if the index itself cannot be read.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        self.refresh(false)?;
-        let records: Vec<_> = self.index_read().records.values().cloned().collect();
+        self.refresh(Tails::Ignore)?;
         let mut report = VerifyReport::default();
-        for record in &records {
+        for listed in self.listing() {
             report.artifacts += 1;
+            let record = match listed {
+                super::Listed::Record(record) => record,
+                super::Listed::Unreadable(bad) => {
+                    report.issues.push(VerifyIssue {
+                        artifact: bad.name.clone(),
+                        blob: None,
+                        error: StoreError::Unreadable {
+                            name: bad.name,
+                            reason: bad.reason,
+                        },
+                    });
+                    continue;
+                }
+            };
             for blob in &record.blobs {
                 report.blobs += 1;
                 match self.read_blob_retrying(&record.name, blob, Verify::Hash) {
                     Ok(data) => report.bytes += data.len() as u64,
-                    Err(error) => report.issues.push(super::VerifyIssue {
+                    Err(error) => report.issues.push(VerifyIssue {
                         artifact: record.name.clone(),
-                        blob: blob.name.clone(),
+                        blob: Some(blob.name.clone()),
                         error,
                     }),
                 }

@@ -20,11 +20,18 @@
 //!   from a crash (or a failed write) and is truncated away before the next
 //!   append — *if* a crash can explain it: the frame is cut short by the end
 //!   of the file, ends exactly at the end of the file, or only zero bytes
-//!   follow. Anything else is [`StoreError::LogCorrupt`]: committed frames
+//!   follow. Anything else is [`StoreError::LogCorrupt`](super::StoreError::LogCorrupt): committed frames
 //!   after it are never dropped silently.
-//! - A frame that passes its checksum but holds an invalid record is a hard
-//!   error ([`StoreError::BadRecord`] / [`StoreError::UnsupportedFormat`]).
+//! - A frame that passes its checksum but holds an invalid record does not
+//!   block the store (SPEC §6): each record that does not parse becomes an
+//!   [`UnreadableRecord`] under its name (or a placeholder), replacing any
+//!   older record of that name exactly like a readable put would; a frame
+//!   whose JSON or shape is invalid becomes one placeholder entry
+//!   `.record-at-OFFSET` (its removals and pack drops cannot be known).
 //!
+//! Decision: within one frame, readable puts are applied before unreadable
+//! ones, so a name that appears twice in a frame stays unreadable if either
+//! copy is (conservative: gc keeps refusing).
 //! Decision: the in-memory index is a `BTreeMap` by name (sorted `list`,
 //! O(log n) `get`) plus a refcounted digest → pack-range map used to
 //! deduplicate small blobs; it only holds ranges referenced by live records,
@@ -34,14 +41,10 @@
 //! notice the file being replaced under their read offsets.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use serde_json::Value;
 
-use super::error::StoreError;
-use super::record::{
-    write_json_str, BlobLocation, PackLoc, ParseError, Record, RECORD_FORMAT_VERSION,
-};
+use super::record::{write_json_str, BlobLocation, PackLoc, Record, UnreadableRecord};
 
 /// First bytes of every frame.
 pub(crate) const FRAME_MAGIC: &[u8; 4] = b"SLG1";
@@ -53,6 +56,9 @@ pub(crate) const HEADER_LEN: usize = 16;
 pub(crate) struct Entry {
     /// Records to insert (replacing any record of the same name).
     pub put: Vec<Record>,
+    /// Records of the frame that could not be parsed, inserted after `put`
+    /// (never written by this build).
+    pub unreadable: Vec<UnreadableRecord>,
     /// Names to remove.
     pub remove: Vec<String>,
     /// Pack files deleted by gc (readers drop their mappings).
@@ -103,59 +109,60 @@ impl Entry {
         out
     }
 
-    /// Parses a payload whose checksum matched.
-    pub(crate) fn parse(payload: &[u8], path: &Path, offset: u64) -> Result<Entry, StoreError> {
-        let bad = |reason: String| StoreError::BadRecord {
-            path: path.to_path_buf(),
-            offset,
-            reason,
-        };
+    /// Parses a payload whose checksum matched, found at log offset
+    /// `offset`. Never fails: what does not parse becomes unreadable
+    /// entries (see the module docs).
+    pub(crate) fn parse(payload: &[u8], offset: u64) -> Entry {
+        match Entry::parse_frame(payload, offset) {
+            Ok(entry) => entry,
+            Err(reason) => Entry {
+                unreadable: vec![UnreadableRecord {
+                    name: format!(".record-at-{offset}"),
+                    reason,
+                    offset,
+                }],
+                ..Entry::default()
+            },
+        }
+    }
+
+    fn parse_frame(payload: &[u8], offset: u64) -> Result<Entry, String> {
         let value: Value =
-            serde_json::from_slice(payload).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+            serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))?;
         let Value::Object(mut obj) = value else {
-            return Err(bad("entry is not an object".into()));
+            return Err("entry is not an object".into());
         };
         let mut entry = Entry::default();
-        if let Some(put) = obj.remove("put") {
-            let Value::Array(put) = put else {
-                return Err(bad("put is not an array".into()));
-            };
-            entry.put.reserve(put.len());
-            for value in put {
-                match Record::from_log_json(value) {
-                    Ok(record) => entry.put.push(record),
-                    Err(ParseError::Bad(reason)) => return Err(bad(reason)),
-                    Err(ParseError::Newer { name, found }) => {
-                        return Err(StoreError::UnsupportedFormat {
-                            path: path.to_path_buf(),
-                            name,
-                            found,
-                            supported: RECORD_FORMAT_VERSION,
-                        })
-                    }
-                }
-            }
-        }
         if let Some(remove) = obj.get("remove") {
-            let remove = remove
-                .as_array()
-                .ok_or_else(|| bad("remove is not an array".into()))?;
+            let remove = remove.as_array().ok_or("remove is not an array")?;
             for name in remove {
-                let name = name
-                    .as_str()
-                    .ok_or_else(|| bad("remove holds a non-string".into()))?;
+                let name = name.as_str().ok_or("remove holds a non-string")?;
                 entry.remove.push(name.to_owned());
             }
         }
         if let Some(drop) = obj.get("drop_packs") {
-            let drop = drop
-                .as_array()
-                .ok_or_else(|| bad("drop_packs is not an array".into()))?;
+            let drop = drop.as_array().ok_or("drop_packs is not an array")?;
             for id in drop {
-                let id = id
-                    .as_u64()
-                    .ok_or_else(|| bad("drop_packs holds a non-integer".into()))?;
+                let id = id.as_u64().ok_or("drop_packs holds a non-integer")?;
                 entry.drop_packs.push(id);
+            }
+        }
+        if let Some(put) = obj.remove("put") {
+            let Value::Array(put) = put else {
+                return Err("put is not an array".into());
+            };
+            entry.put.reserve(put.len());
+            for (i, value) in put.into_iter().enumerate() {
+                match Record::from_log_json(value) {
+                    Ok(record) => entry.put.push(record),
+                    Err(unparsed) => entry.unreadable.push(UnreadableRecord {
+                        name: unparsed
+                            .name
+                            .unwrap_or_else(|| format!(".record-at-{offset}-{i}")),
+                        reason: unparsed.reason,
+                        offset,
+                    }),
+                }
             }
         }
         Ok(entry)
@@ -209,9 +216,7 @@ pub(crate) struct Scan {
 }
 
 /// Decodes the frames of `buf`, which starts at absolute offset `base`.
-///
-/// Errors only for frames that pass their checksum but do not decode.
-pub(crate) fn scan(buf: &[u8], base: u64, path: &Path) -> Result<Scan, StoreError> {
+pub(crate) fn scan(buf: &[u8], base: u64) -> Scan {
     let mut entries = Vec::new();
     let mut pos = 0usize;
     let tail = loop {
@@ -245,14 +250,14 @@ pub(crate) fn scan(buf: &[u8], base: u64, path: &Path) -> Result<Scan, StoreErro
                 torn: rest.len() == frame_len || all_zero(rest),
             };
         }
-        entries.push(Entry::parse(payload, path, base + pos as u64)?);
+        entries.push(Entry::parse(payload, base + pos as u64));
         pos += frame_len;
     };
-    Ok(Scan {
+    Scan {
         entries,
         end: base + pos as u64,
         tail,
-    })
+    }
 }
 
 fn all_zero(bytes: &[u8]) -> bool {
@@ -264,6 +269,9 @@ fn all_zero(bytes: &[u8]) -> bool {
 pub(crate) struct Index {
     /// Live records by name.
     pub records: BTreeMap<String, Record>,
+    /// Live records this build cannot read, by name (never also in
+    /// `records`).
+    pub unreadable: BTreeMap<String, UnreadableRecord>,
     /// Bytes of the log applied so far (always a frame boundary).
     pub offset: u64,
     /// digest → pack ranges holding it, each with the number of live blob
@@ -278,12 +286,20 @@ impl Index {
             if let Some(old) = self.records.remove(name) {
                 self.unref(&old);
             }
+            self.unreadable.remove(name);
         }
         for record in entry.put {
             self.add_ref(&record);
+            self.unreadable.remove(&record.name);
             if let Some(old) = self.records.insert(record.name.clone(), record) {
                 self.unref(&old);
             }
+        }
+        for bad in entry.unreadable {
+            if let Some(old) = self.records.remove(&bad.name) {
+                self.unref(&old);
+            }
+            self.unreadable.insert(bad.name.clone(), bad);
         }
         entry.drop_packs
     }
@@ -349,7 +365,7 @@ mod tests {
 
     #[track_caller]
     fn check(buf: &[u8], entries: usize, end: usize, tail: Tail) {
-        let scan = scan(buf, 0, Path::new("index.log")).expect("scan");
+        let scan = scan(buf, 0);
         assert_eq!(scan.entries.len(), entries);
         assert_eq!(scan.end, end as u64);
         assert_eq!(scan.tail, tail);
@@ -370,7 +386,7 @@ mod tests {
             },
         ] {
             let payload = entry.to_payload();
-            let back = Entry::parse(&payload, Path::new("index.log"), 0).expect("parse");
+            let back = Entry::parse(&payload, 0);
             assert_eq!(
                 (back.remove, back.drop_packs),
                 (entry.remove, entry.drop_packs)
@@ -430,12 +446,45 @@ mod tests {
     }
 
     #[test]
-    fn a_checksummed_frame_with_bad_json_is_an_error() {
-        let buf = encode_frame(b"{not json").expect("small frame");
-        let err = scan(&buf, 0, Path::new("index.log")).expect_err("bad json");
+    fn a_checksummed_frame_with_bad_json_is_one_unreadable_entry() {
+        let mut buf = frames(1);
+        let at = buf.len();
+        buf.extend(encode_frame(b"{not json").expect("small frame"));
+        let scan = scan(&buf, 100);
+        assert_eq!(scan.tail, Tail::Clean);
+        let bad = &scan.entries[1].unreadable;
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].name, format!(".record-at-{}", at + 100));
+        assert_eq!(bad[0].offset, (at + 100) as u64);
         assert!(
-            matches!(err, StoreError::BadRecord { offset: 0, .. }),
-            "{err}"
+            bad[0]
+                .reason
+                .starts_with("invalid JSON: key must be a string"),
+            "{}",
+            bad[0].reason
+        );
+    }
+
+    #[test]
+    fn each_bad_record_of_a_frame_is_unreadable_on_its_own() {
+        let payload =
+            br#"{"put":[{"name":"v2","format_version":2},{"format_version":1}],"remove":["gone"]}"#;
+        let entry = Entry::parse(payload, 7);
+        assert_eq!(entry.remove, ["gone"]);
+        let names: Vec<(&str, &str)> = entry
+            .unreadable
+            .iter()
+            .map(|u| (u.name.as_str(), u.reason.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (
+                    "v2",
+                    "record format version 2 is newer than this build reads (1); upgrade stowage"
+                ),
+                (".record-at-7-1", "missing name")
+            ]
         );
     }
 }

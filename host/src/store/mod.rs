@@ -10,6 +10,7 @@
 //! On-disk layout of a store directory:
 //!
 //! ```text
+//! format                    store format marker: "stowage-store 1\n"
 //! lock                      flock target: commits, removals, gc, open's recovery
 //! index.log                 append-only framed log of record batches (index.rs)
 //! packs/00000001.pack       small blobs, appended at commit (pack.rs)
@@ -68,8 +69,34 @@
 //! skipped, the lock is `File::lock` (Rust 1.89+), and gc may fail to
 //! delete a file that a reader still has mapped.
 //! Decision: damage a crash cannot explain (a bad log frame followed by
-//! more data, a checksummed frame with an invalid record) makes `open` fail
-//! rather than silently dropping the committed records after it.
+//! more data) makes `open` fail rather than silently dropping the committed
+//! records after it. A checksummed frame holding an invalid record is not
+//! such damage: the record is listed as unreadable ([`UnreadableRecord`],
+//! SPEC §6) and everything else reads normally; gc refuses until it is
+//! removed or a build that reads it runs.
+//!
+//! Read-only mode (SPEC §6 "reading never needs write access"): when the
+//! directory is not writable (`access(W_OK)`), or creating the layout, the
+//! lock or the log answers EACCES/EPERM/EROFS, [`Store::open`] opens the
+//! store read-only: nothing is created, locked, truncated or deleted; a
+//! torn log tail is ignored in memory (damage in the middle still fails);
+//! a missing `index.log` reads as an empty store. `get`, `list`, `verify`
+//! work; `writer`, `commit`, `remove` and `gc` fail with
+//! [`StoreError::ReadOnly`]. The failpoint `open-erofs` forces this mode.
+//!
+//! Store format marker: `format` holds `stowage-store N`, the layout version
+//! of the store itself (directories, log framing), distinct from each
+//! record's `format_version`. Decision: it is written (temp file, fsync,
+//! rename, directory fsync) when `open` creates a store, and for an older
+//! store without one by its first write operation, under the lock; opening
+//! alone never adds it. An absent marker means format 1 (stores made before
+//! markers, like `tests/fixtures/stores/format-v1`). A store whose marker
+//! names a newer format (or is malformed) is opened read-only and every
+//! write fails with [`StoreError::NewerStoreFormat`]
+//! ([`StoreError::BadFormatMarker`]); every write re-reads the marker under
+//! the lock, so a process that opened before an upgrade cannot write into
+//! the upgraded store either. Reads do not consult it: records carry their
+//! own versions.
 
 mod blob;
 mod error;
@@ -98,8 +125,8 @@ pub use failpoint::FAILPOINTS;
 pub use gc::{GcReport, VerifyIssue, VerifyReport, DEFAULT_GC_GRACE};
 pub use pack::DEFAULT_PACK_LIMIT;
 pub use record::{
-    BlobLocation, BlobRecord, PackLoc, Record, RecordMeta, MAX_NAME_LEN, RECORD_FORMAT_VERSION,
-    STORAGE_FILE_ZSTD, STORAGE_PACKED, STORAGE_PACKED_ZSTD, STORAGE_RAW,
+    BlobLocation, BlobRecord, PackLoc, Record, RecordMeta, UnreadableRecord, MAX_NAME_LEN,
+    RECORD_FORMAT_VERSION, STORAGE_FILE_ZSTD, STORAGE_PACKED, STORAGE_PACKED_ZSTD, STORAGE_RAW,
 };
 pub use writer::{
     ArtifactWriter, BlobLayout, PendingArtifact, COMPRESS_MIN, PACK_BLOB_MAX, RAW_FILE_THRESHOLD,
@@ -116,6 +143,32 @@ const LOCK_FILE: &str = "lock";
 const BLOBS_DIR: &str = "blobs";
 const PACKS_DIR: &str = "packs";
 const TMP_DIR: &str = "tmp";
+const FORMAT_FILE: &str = "format";
+const FORMAT_PREFIX: &str = "stowage-store ";
+
+/// The store format (directory layout and log framing) this build writes,
+/// recorded in the `format` marker as `stowage-store 1`.
+pub const STORE_FORMAT: u32 = 1;
+
+/// One live artifact as `ls` sees it: a readable record or an unreadable
+/// one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// A record this build reads.
+    Record(Record),
+    /// A record this build cannot read, with the reason.
+    Unreadable(UnreadableRecord),
+}
+
+impl Listed {
+    /// The artifact's name (or an unreadable record's placeholder).
+    pub fn name(&self) -> &str {
+        match self {
+            Listed::Record(record) => &record.name,
+            Listed::Unreadable(bad) => &bad.name,
+        }
+    }
+}
 
 /// Distinguishes store instances within one process (temp file names).
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
@@ -128,14 +181,39 @@ pub struct Store {
     instance: String,
     temp_counter: AtomicU64,
     log_path: PathBuf,
-    /// Read handle of the log, used only under the index write lock.
-    log_read: File,
-    /// Append handle of the log, used only under the store lock.
-    log_append: File,
-    lock_file: File,
+    /// Read handle of the log, used only under the index write lock;
+    /// `None` for a read-only store without a log (an empty store).
+    log_read: Option<File>,
+    /// Writable, or why not.
+    mode: Mode,
     commit: Mutex<CommitState>,
     index: RwLock<Index>,
     packs: PackCache,
+}
+
+/// Whether this instance may write, and the handles it writes with.
+enum Mode {
+    /// The store is writable.
+    Writable {
+        /// Append handle of the log, used only under the store lock.
+        log_append: File,
+        /// The `flock` target.
+        lock_file: File,
+    },
+    /// Nothing is ever written; every write operation fails with the
+    /// error this names.
+    ReadOnly(ReadOnlyWhy),
+}
+
+/// Why a store was opened read-only.
+#[derive(Debug, Clone)]
+enum ReadOnlyWhy {
+    /// The directory or its files cannot be written (EACCES, EPERM, EROFS).
+    Denied,
+    /// The format marker names a newer store format.
+    NewerFormat(u64),
+    /// The format marker is malformed.
+    BadMarker(String),
 }
 
 /// State used only under the store lock.
@@ -172,11 +250,49 @@ impl Store {
     /// Opens the store in `dir`, creating the layout if absent, and recovers
     /// from a crash: replays the log, truncates a torn tail and deletes
     /// other instances' temp files older than [`DEFAULT_GC_GRACE`].
+    ///
+    /// If the store cannot be written (the directory or a store file
+    /// answers EACCES, EPERM or EROFS) it is opened **read-only**: nothing
+    /// is created, locked, truncated or deleted, a torn log tail is ignored
+    /// in memory, reads work and every write fails with
+    /// [`StoreError::ReadOnly`]. A store whose format marker names a newer
+    /// format is opened read-only the same way, its writes failing with
+    /// [`StoreError::NewerStoreFormat`]. See [`Store::is_read_only`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        if failpoint::is_armed(failpoint::OPEN_EROFS) {
+            return Store::open_read_only(dir, ReadOnlyWhy::Denied);
+        }
+        match Store::open_writable(dir) {
+            Ok(store) => Ok(store),
+            Err(e) if is_denied(&e) && dir.is_dir() => {
+                tracing::debug!(
+                    target: "stowage::store",
+                    dir = %dir.display(),
+                    error = %e,
+                    "store is not writable; opening it read-only"
+                );
+                Store::open_read_only(dir, ReadOnlyWhy::Denied)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_writable(dir: &Path) -> Result<Store, StoreError> {
         fs::create_dir_all(dir).at(dir)?;
         let dir = dir.canonicalize().at(dir)?;
+        sys::check_writable(&dir).at(&dir)?;
+        match read_format(&dir) {
+            Ok(None) => {}
+            Ok(Some(found)) if found <= u64::from(STORE_FORMAT) => {}
+            Ok(Some(found)) => return Store::open_read_only(&dir, ReadOnlyWhy::NewerFormat(found)),
+            Err(StoreError::BadFormatMarker { reason, .. }) => {
+                return Store::open_read_only(&dir, ReadOnlyWhy::BadMarker(reason))
+            }
+            Err(e) => return Err(e),
+        }
         let log_path = dir.join(LOG_FILE);
         let mut created = !log_path.exists();
+        let fresh = created;
         for sub in [BLOBS_DIR, PACKS_DIR, TMP_DIR] {
             let path = dir.join(sub);
             if !path.is_dir() {
@@ -201,33 +317,21 @@ impl Store {
         if created {
             sync_dir(&dir)?;
         }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let instance = format!(
-            "{}-{}-{nanos:x}",
-            std::process::id(),
-            INSTANCES.fetch_add(1, Ordering::Relaxed)
-        );
-        let store = Store {
-            dir: Arc::new(dir),
-            instance,
-            temp_counter: AtomicU64::new(0),
+        let store = Store::new(
+            dir,
             log_path,
-            log_read,
-            log_append,
-            lock_file,
-            commit: Mutex::new(CommitState {
-                pack: None,
-                pack_limit: DEFAULT_PACK_LIMIT,
-            }),
-            index: RwLock::new(Index::default()),
-            packs: PackCache::default(),
-        };
+            Some(log_read),
+            Mode::Writable {
+                log_append,
+                lock_file,
+            },
+        );
         {
             let _locked = store.lock()?;
-            store.refresh(true)?;
+            if fresh && read_format(&store.dir)?.is_none() {
+                write_format(&store.dir, &store.instance)?;
+            }
+            store.refresh(Tails::Truncate)?;
             store.clean_temp(DEFAULT_GC_GRACE)?;
         }
         tracing::debug!(
@@ -239,19 +343,108 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens without writing anything; see [`Store::open`].
+    fn open_read_only(dir: &Path, why: ReadOnlyWhy) -> Result<Store, StoreError> {
+        let dir = dir.canonicalize().at(dir)?;
+        let log_path = dir.join(LOG_FILE);
+        let log_read = match File::open(&log_path) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::io(&log_path, e)),
+        };
+        let store = Store::new(dir, log_path, log_read, Mode::ReadOnly(why));
+        store.refresh(Tails::Report)?;
+        tracing::debug!(
+            target: "stowage::store",
+            dir = %store.dir.display(),
+            records = store.index_read().records.len(),
+            "store opened read-only"
+        );
+        Ok(store)
+    }
+
+    fn new(dir: PathBuf, log_path: PathBuf, log_read: Option<File>, mode: Mode) -> Store {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let instance = format!(
+            "{}-{}-{nanos:x}",
+            std::process::id(),
+            INSTANCES.fetch_add(1, Ordering::Relaxed)
+        );
+        Store {
+            dir: Arc::new(dir),
+            instance,
+            temp_counter: AtomicU64::new(0),
+            log_path,
+            log_read,
+            mode,
+            commit: Mutex::new(CommitState {
+                pack: None,
+                pack_limit: DEFAULT_PACK_LIMIT,
+            }),
+            index: RwLock::new(Index::default()),
+            packs: PackCache::default(),
+        }
+    }
+
+    /// Whether this store was opened read-only (see [`Store::open`]).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.mode, Mode::ReadOnly(_))
+    }
+
+    /// `Ok` if this store may be written; otherwise the error every write
+    /// fails with ([`StoreError::ReadOnly`], [`StoreError::NewerStoreFormat`]
+    /// or [`StoreError::BadFormatMarker`]). Callers about to do expensive
+    /// work before a commit check this first.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        self.handles().map(|_| ())
+    }
+
+    /// `(log_append, lock_file)` of a writable store.
+    fn handles(&self) -> Result<(&File, &File), StoreError> {
+        match &self.mode {
+            Mode::Writable {
+                log_append,
+                lock_file,
+            } => Ok((log_append, lock_file)),
+            Mode::ReadOnly(why) => Err(self.refusal(why.clone())),
+        }
+    }
+
+    fn refusal(&self, why: ReadOnlyWhy) -> StoreError {
+        match why {
+            ReadOnlyWhy::Denied => StoreError::ReadOnly {
+                dir: self.dir.to_path_buf(),
+            },
+            ReadOnlyWhy::NewerFormat(found) => StoreError::NewerStoreFormat {
+                dir: self.dir.to_path_buf(),
+                found,
+                supported: STORE_FORMAT,
+            },
+            ReadOnlyWhy::BadMarker(reason) => StoreError::BadFormatMarker {
+                path: self.dir.join(FORMAT_FILE),
+                reason,
+            },
+        }
+    }
+
     /// The store directory (canonical).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Starts writing the artifact `name` (non-empty, at most 255 bytes, no
-    /// `/`, no NUL, no leading `.`). Nothing is visible until
-    /// [`Store::commit`].
+    /// Starts writing the artifact `name` (1–255 bytes, no `/`, no control
+    /// character, no leading `.`, no leading or trailing whitespace).
+    /// Nothing is visible until [`Store::commit`]. Fails at once on a
+    /// read-only store ([`Store::check_writable`]).
     pub fn writer(&self, name: &str) -> Result<ArtifactWriter<'_>, StoreError> {
         record::validate_name(name).map_err(|reason| StoreError::InvalidName {
             name: name.to_owned(),
             reason,
         })?;
+        self.check_writable()?;
         Ok(ArtifactWriter::new(self, name.to_owned()))
     }
 
@@ -272,6 +465,7 @@ impl Store {
                 });
             }
         }
+        self.check_writable()?;
         // Large blobs' data is made durable before taking the lock.
         for artifact in &artifacts {
             for blob in &artifact.blobs {
@@ -285,8 +479,8 @@ impl Store {
             }
         }
 
-        let mut locked = self.lock()?;
-        self.refresh(true)?;
+        let mut locked = self.lock_for_write()?;
+        self.refresh(Tails::Truncate)?;
         let created = record::rfc3339_utc(SystemTime::now());
         let count = artifacts.len();
 
@@ -425,26 +619,62 @@ impl Store {
         Ok(records)
     }
 
-    /// The live record named `name`, or [`StoreError::NotFound`].
+    /// The live record named `name`; [`StoreError::NotFound`] if there is
+    /// none, [`StoreError::Unreadable`] if its record cannot be read by this
+    /// build.
     pub fn get(&self, name: &str) -> Result<Record, StoreError> {
-        self.refresh(false)?;
-        self.index_read()
-            .records
-            .get(name)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
+        self.refresh(Tails::Ignore)?;
+        let index = self.index_read();
+        if let Some(record) = index.records.get(name) {
+            return Ok(record.clone());
+        }
+        Err(match index.unreadable.get(name) {
+            Some(bad) => StoreError::Unreadable {
+                name: bad.name.clone(),
+                reason: bad.reason.clone(),
+            },
+            None => StoreError::NotFound {
                 name: name.to_owned(),
-            })
+            },
+        })
     }
 
-    /// All live records, sorted by name. If the log cannot be replayed
-    /// (see [`Store::get`] for the error), the last good view is returned
-    /// and the error logged.
+    /// All live, readable records, sorted by name ([`Store::listing`] adds
+    /// the unreadable ones). If the log cannot be replayed (see
+    /// [`Store::get`] for the error), the last good view is returned and
+    /// the error logged.
     pub fn list(&self) -> Vec<Record> {
-        if let Err(e) = self.refresh(false) {
+        self.refresh_or_warn();
+        self.index_read().records.values().cloned().collect()
+    }
+
+    /// Live records this build cannot read (malformed, or of a newer record
+    /// format version), sorted by name.
+    pub fn unreadable(&self) -> Vec<UnreadableRecord> {
+        self.refresh_or_warn();
+        self.index_read().unreadable.values().cloned().collect()
+    }
+
+    /// Every live artifact, readable or not, sorted by name (what `ls`
+    /// shows).
+    pub fn listing(&self) -> Vec<Listed> {
+        self.refresh_or_warn();
+        let index = self.index_read();
+        let mut out: Vec<Listed> = index
+            .records
+            .values()
+            .cloned()
+            .map(Listed::Record)
+            .chain(index.unreadable.values().cloned().map(Listed::Unreadable))
+            .collect();
+        out.sort_by(|a, b| a.name().cmp(b.name()));
+        out
+    }
+
+    fn refresh_or_warn(&self) {
+        if let Err(e) = self.refresh(Tails::Ignore) {
             tracing::warn!(target: "stowage::store", error = %e, "listing a stale index");
         }
-        self.index_read().records.values().cloned().collect()
     }
 
     /// Reads every blob of `record`, in record order.
@@ -461,19 +691,24 @@ impl Store {
             .collect()
     }
 
-    /// Removes the artifact `name` (appends a tombstone) and returns its
-    /// last record. Its data stays until [`Store::gc`].
-    pub fn remove(&self, name: &str) -> Result<Record, StoreError> {
-        let _locked = self.lock()?;
-        self.refresh(true)?;
-        let record = self
-            .index_read()
-            .records
-            .get(name)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                name: name.to_owned(),
-            })?;
+    /// Removes the artifact `name` (appends a tombstone) and returns what
+    /// it was. Its data stays until [`Store::gc`]. An unreadable record can
+    /// be removed too (that is how a user gives up on it).
+    pub fn remove(&self, name: &str) -> Result<Listed, StoreError> {
+        let _locked = self.lock_for_write()?;
+        self.refresh(Tails::Truncate)?;
+        let removed = {
+            let index = self.index_read();
+            match (index.records.get(name), index.unreadable.get(name)) {
+                (Some(record), _) => Listed::Record(record.clone()),
+                (None, Some(bad)) => Listed::Unreadable(bad.clone()),
+                (None, None) => {
+                    return Err(StoreError::NotFound {
+                        name: name.to_owned(),
+                    })
+                }
+            }
+        };
         let entry = Entry {
             remove: vec![name.to_owned()],
             ..Entry::default()
@@ -481,7 +716,7 @@ impl Store {
         let (at, len) = self.append_entry(&entry, false)?;
         self.apply_appended(at, len, entry);
         tracing::debug!(target: "stowage::store", name, "artifact removed");
-        Ok(record)
+        Ok(removed)
     }
 
     /// The file holding `blob`: its own file for `raw`/`file+zstd`, the
@@ -514,13 +749,37 @@ impl Store {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Takes the in-process mutex and the `flock`; only a writable store
+    /// has a lock.
     fn lock(&self) -> Result<Locked<'_>, StoreError> {
+        let (_, lock_file) = self.handles()?;
         let state = self.commit.lock().unwrap_or_else(PoisonError::into_inner);
-        sys::lock_exclusive(&self.lock_file).at(self.dir.join(LOCK_FILE))?;
+        sys::lock_exclusive(lock_file).at(self.dir.join(LOCK_FILE))?;
         Ok(Locked {
             state,
-            file: &self.lock_file,
+            file: lock_file,
         })
+    }
+
+    /// [`Store::lock`] for a write: refuses a read-only store, and checks
+    /// the format marker under the lock (another process may have upgraded
+    /// the store since open), writing it if the store has none yet.
+    fn lock_for_write(&self) -> Result<Locked<'_>, StoreError> {
+        self.check_writable()?;
+        let locked = self.lock()?;
+        match read_format(&self.dir)? {
+            None => write_format(&self.dir, &self.instance)?,
+            Some(found) if found <= u64::from(STORE_FORMAT) => {}
+            Some(found) => {
+                return Err(self.refusal(ReadOnlyWhy::NewerFormat(found)));
+            }
+        }
+        Ok(locked)
+    }
+
+    /// The append handle of the log; only under the store lock.
+    fn log_append(&self) -> Result<&File, StoreError> {
+        self.handles().map(|(log_append, _)| log_append)
     }
 
     /// Creates a new temp file for a large blob.
@@ -538,10 +797,13 @@ impl Store {
         Ok((file, TempFile::new(path)))
     }
 
-    /// Replays log frames appended since the last replay. With the store
-    /// lock held (`locked`), also truncates a torn tail or reports damage.
-    fn refresh(&self, locked: bool) -> Result<(), StoreError> {
-        let len = self.log_read.metadata().at(&self.log_path)?.len();
+    /// Replays log frames appended since the last replay, handling a bad
+    /// tail as `tails` says.
+    fn refresh(&self, tails: Tails) -> Result<(), StoreError> {
+        let Some(log_read) = &self.log_read else {
+            return Ok(()); // a read-only store without a log: empty
+        };
+        let len = log_read.metadata().at(&self.log_path)?.len();
         if self.index_read().offset == len {
             return Ok(());
         }
@@ -555,10 +817,10 @@ impl Store {
             });
         }
         let mut buf = Vec::new();
-        let mut reader = &self.log_read;
+        let mut reader = log_read;
         reader.seek(SeekFrom::Start(offset)).at(&self.log_path)?;
         reader.read_to_end(&mut buf).at(&self.log_path)?;
-        let scan = index::scan(&buf, offset, &self.log_path)?;
+        let scan = index::scan(&buf, offset);
         let mut dropped = Vec::new();
         for entry in scan.entries {
             dropped.extend(index.apply(entry));
@@ -566,29 +828,39 @@ impl Store {
         index.offset = scan.end;
         drop(index);
         self.packs.forget(&dropped);
-        if locked {
-            match scan.tail {
-                Tail::Clean => {}
-                Tail::Incomplete | Tail::BadFrame { torn: true, .. } => {
-                    tracing::warn!(
-                        target: "stowage::store",
-                        path = %self.log_path.display(),
-                        offset = scan.end,
-                        "dropping torn index tail"
-                    );
-                    self.log_append.set_len(scan.end).at(&self.log_path)?;
-                    self.log_append.sync_data().at(&self.log_path)?;
-                }
+        match (tails, scan.tail) {
+            (Tails::Ignore, _) | (_, Tail::Clean) => {}
+            (Tails::Truncate, Tail::Incomplete | Tail::BadFrame { torn: true, .. }) => {
+                tracing::warn!(
+                    target: "stowage::store",
+                    path = %self.log_path.display(),
+                    offset = scan.end,
+                    "dropping torn index tail"
+                );
+                let log_append = self.log_append()?;
+                log_append.set_len(scan.end).at(&self.log_path)?;
+                log_append.sync_data().at(&self.log_path)?;
+            }
+            (Tails::Report, Tail::Incomplete | Tail::BadFrame { torn: true, .. }) => {
+                tracing::warn!(
+                    target: "stowage::store",
+                    path = %self.log_path.display(),
+                    offset = scan.end,
+                    "ignoring torn index tail (read-only store)"
+                );
+            }
+            (
+                Tails::Truncate | Tails::Report,
                 Tail::BadFrame {
                     reason,
                     torn: false,
-                } => {
-                    return Err(StoreError::LogCorrupt {
-                        path: self.log_path.clone(),
-                        offset: scan.end,
-                        reason,
-                    });
-                }
+                },
+            ) => {
+                return Err(StoreError::LogCorrupt {
+                    path: self.log_path.clone(),
+                    offset: scan.end,
+                    reason,
+                });
             }
         }
         Ok(())
@@ -596,14 +868,15 @@ impl Store {
 
     /// Appends one frame (one write) and fsyncs it; returns its offset and
     /// length. Must be called under the store lock right after
-    /// `refresh(true)`. Save-path failpoints fire only if `failpoints`.
+    /// `refresh(Tails::Truncate)`. Save-path failpoints fire only if `failpoints`.
     fn append_entry(&self, entry: &Entry, failpoints: bool) -> Result<(u64, u64), StoreError> {
         let payload = entry.to_payload();
         let frame = index::encode_frame(&payload).ok_or(StoreError::EntryTooLarge {
             bytes: payload.len(),
         })?;
-        let at = self.log_append.metadata().at(&self.log_path)?.len();
-        let mut log = &self.log_append;
+        let log_append = self.log_append()?;
+        let at = log_append.metadata().at(&self.log_path)?.len();
+        let mut log = log_append;
         let written = (|| {
             if failpoints && failpoint::is_armed("mid-index") {
                 log.write_all(&frame[..frame.len() / 2])?;
@@ -613,13 +886,13 @@ impl Store {
         })();
         if let Err(e) = written {
             // Best effort: do not leave a torn tail behind a failed append.
-            let _ = self.log_append.set_len(at);
+            let _ = log_append.set_len(at);
             return Err(StoreError::io(&self.log_path, e));
         }
         if failpoints {
             failpoint::hit("after-index");
         }
-        self.log_append.sync_data().at(&self.log_path)?;
+        log_append.sync_data().at(&self.log_path)?;
         Ok((at, frame.len() as u64))
     }
 
@@ -648,7 +921,7 @@ impl Store {
             Err(e @ StoreError::MissingBlob { .. })
                 if matches!(blob.location, BlobLocation::Pack(_)) =>
             {
-                self.refresh(false)?;
+                self.refresh(Tails::Ignore)?;
                 let moved = self.index_read().records.get(artifact).and_then(|r| {
                     r.blobs
                         .iter()
@@ -834,15 +1107,83 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// How [`Store::refresh`] treats what follows the last valid frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tails {
+    /// A reader without the lock: stop quietly (an append may be under way).
+    Ignore,
+    /// Under the store lock: truncate a torn tail, report other damage.
+    Truncate,
+    /// A read-only open: ignore a torn tail in memory, report other damage.
+    Report,
+}
+
+/// Whether an open failed because the store cannot be written.
+fn is_denied(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Io { source, .. }
+            if matches!(
+                source.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+            )
+    )
+}
+
+/// The store format in `dir`'s marker; `None` if there is no marker (a
+/// store created before markers existed: format 1).
+fn read_format(dir: &Path) -> Result<Option<u64>, StoreError> {
+    let path = dir.join(FORMAT_FILE);
+    let text = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(path, e)),
+    };
+    let malformed = |reason: &str| StoreError::BadFormatMarker {
+        path: path.clone(),
+        reason: reason.to_owned(),
+    };
+    let text = std::str::from_utf8(&text).map_err(|_| malformed("not UTF-8"))?;
+    let number = text
+        .strip_suffix('\n')
+        .unwrap_or(text)
+        .strip_prefix(FORMAT_PREFIX)
+        .ok_or_else(|| malformed("expected \"stowage-store N\""))?;
+    match number.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(malformed("expected \"stowage-store N\" with N ≥ 1")),
+    }
+}
+
+/// Writes the marker of [`STORE_FORMAT`] crash-safely (temp file, fsync,
+/// rename, directory fsync). Called under the store lock.
+fn write_format(dir: &Path, instance: &str) -> Result<(), StoreError> {
+    let path = dir.join(FORMAT_FILE);
+    let temp = dir.join(format!("{FORMAT_FILE}.{instance}.tmp"));
+    let written = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(format!("{FORMAT_PREFIX}{STORE_FORMAT}\n").as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temp, &path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(StoreError::io(path, e));
+    }
+    sync_dir(dir)?;
+    tracing::debug!(target: "stowage::store", dir = %dir.display(), "store format marker written");
+    Ok(())
+}
+
 /// Replays index-log bytes the way [`Store::open`] does and returns the
-/// number of live records, for the `store_record` fuzz target. Not a
-/// stable API.
+/// number of live records, readable or not, for the `store_record` fuzz
+/// target. Not a stable API.
 #[doc(hidden)]
 pub fn fuzz_replay_log(bytes: &[u8]) -> Result<usize, StoreError> {
-    let scan = index::scan(bytes, 0, Path::new(LOG_FILE))?;
+    let scan = index::scan(bytes, 0);
     let mut index = Index::default();
     for entry in scan.entries {
         index.apply(entry);
     }
-    Ok(index.records.len())
+    Ok(index.records.len() + index.unreadable.len())
 }

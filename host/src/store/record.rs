@@ -12,11 +12,35 @@
 //! Invariants: a parsed record always satisfies the same rules a written one
 //! does (valid names, 64-hex lowercase digests, known storage names, a pack
 //! location for packed blobs, `stored_size == size` for uncompressed ones), so
-//! nothing read from disk can steer a path outside the store.
+//! nothing read from disk can steer a path outside the store or outside the
+//! directory `get --raw -o DIR` writes to. A record that breaks a rule is
+//! not an error for the whole log: [`Record::from_log_json`] returns
+//! [`Unparsed`] (its name if it has one, and the reason) and the index lists
+//! it as unreadable (SPEC §6).
+//!
+//! Artifact names (SPEC §7): 1–255 bytes of UTF-8, no control character, no
+//! `/`, not starting with `.`, no leading or trailing whitespace — checked
+//! on write ([`validate_name`]).
+//! Decision: on read, a record's name is held to the rules every earlier
+//! build enforced on write ([`validate_stored_name`]: 1–255 bytes, no `/`,
+//! no NUL, no leading `.`); a record breaking them is unreadable. A name
+//! with a control character or edge whitespace, which builds before the
+//! SPEC §7 rule accepted, stays readable ("old artifacts stay readable",
+//! SPEC §6): an artifact name is never used as a path, and every
+//! human-readable output escapes it, so it is a display hazard only, and
+//! one `escape_control` removes. Blob names, which do become paths, get the
+//! full rule on read too.
+//! Blob names are untrusted too (a plugin picks them; a record may come from
+//! another machine).
+//! Decision: a blob name is a single path component: 1–255 bytes, no `/`,
+//! no `\` (a separator on Windows), not `.` or `..`, no control character
+//! (NUL included). A leading `.` is allowed (`.meta` names a file inside the
+//! output directory, nothing more). The plugins write `data`, `source` and
+//! `file`.
 //!
 //! Decision (format evolution): every record carries `format_version`. This
-//! build writes and reads version [`RECORD_FORMAT_VERSION`] = 1 and refuses a
-//! higher one with an error naming both versions. A future v2 reader keeps
+//! build writes and reads version [`RECORD_FORMAT_VERSION`] = 1 and lists a
+//! higher one as unreadable, its reason naming both versions. A future v2 reader keeps
 //! this v1 parser and dispatches on each record's `format_version`, so v1
 //! records are read as they are and never rewritten; v2 may add keys (v1
 //! readers ignore unknown keys inside a v1 record) but must bump the version
@@ -63,6 +87,21 @@ pub struct RecordMeta {
     /// Free-form string pairs set by the serializer (and the host). Stored
     /// sorted by key with unique keys.
     pub serializer_info: Vec<(String, String)>,
+}
+
+/// A record in the index log that this build cannot read (malformed, or of
+/// a newer record format version). The index keeps it under its name so
+/// `ls` lists it, `get` fails naming the reason and gc knows to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableRecord {
+    /// The record's name; for a record without a usable name, the
+    /// placeholder `.record-at-OFFSET` (`.record-at-OFFSET-I` for the I-th
+    /// record of a frame), which no valid artifact name can equal.
+    pub name: String,
+    /// Why it cannot be read, one line.
+    pub reason: String,
+    /// Byte offset in `index.log` of the frame holding it.
+    pub offset: u64,
 }
 
 /// A pack range holding one blob.
@@ -242,8 +281,22 @@ impl Record {
     }
 
     /// Parses the log form, consuming `value` so strings move instead of
-    /// being copied. Unknown keys are ignored.
-    pub(crate) fn from_log_json(value: Value) -> Result<Record, ParseError> {
+    /// being copied. Unknown keys are ignored. On failure the error carries
+    /// the record's name when it has one (a non-empty string), so the index
+    /// can list the record as unreadable under it.
+    pub(crate) fn from_log_json(value: Value) -> Result<Record, Unparsed> {
+        let name = match &value {
+            Value::Object(obj) => obj
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
+            _ => None,
+        };
+        Record::parse_log(value).map_err(|reason| Unparsed { name, reason })
+    }
+
+    fn parse_log(value: Value) -> Result<Record, String> {
         let Value::Object(obj) = value else {
             return Err(bad("record is not an object"));
         };
@@ -253,11 +306,9 @@ impl Record {
             .and_then(Value::as_u64)
             .ok_or_else(|| bad("missing unsigned integer format_version"))?;
         if found > u64::from(RECORD_FORMAT_VERSION) {
-            let name = obj.get("name").and_then(Value::as_str).unwrap_or("?");
-            return Err(ParseError::Newer {
-                name: name.to_owned(),
-                found,
-            });
+            return Err(format!(
+                "record format version {found} is newer than this build reads ({RECORD_FORMAT_VERSION}); upgrade stowage"
+            ));
         }
         let format_version = u32::try_from(found).map_err(|_| bad("format_version overflows"))?;
         if format_version == 0 {
@@ -294,7 +345,7 @@ impl Record {
             }
         }
         let name = name.ok_or_else(|| missing("name"))?;
-        validate_name(&name).map_err(|reason| bad(format!("name {name:?} {reason}")))?;
+        validate_stored_name(&name).map_err(|reason| bad(format!("name {name:?} {reason}")))?;
         let mut serializer = None;
         let mut serializer_version = None;
         for (key, v) in written_by.ok_or_else(|| missing("written_by"))? {
@@ -341,7 +392,7 @@ impl Record {
     }
 }
 
-fn parse_blob(value: Value) -> Result<BlobRecord, ParseError> {
+fn parse_blob(value: Value) -> Result<BlobRecord, String> {
     let Value::Object(b) = value else {
         return Err(bad("blob is not an object"));
     };
@@ -403,42 +454,37 @@ fn parse_blob(value: Value) -> Result<BlobRecord, ParseError> {
     })
 }
 
-fn take_str(v: Value, what: &str) -> Result<String, ParseError> {
+fn take_str(v: Value, what: &str) -> Result<String, String> {
     match v {
         Value::String(s) => Ok(s),
         _ => Err(bad(format!("{what} is not a string"))),
     }
 }
 
-fn take_u64(v: &Value, what: &str) -> Result<u64, ParseError> {
+fn take_u64(v: &Value, what: &str) -> Result<u64, String> {
     v.as_u64()
         .ok_or_else(|| bad(format!("{what} is not an unsigned integer")))
 }
 
-fn take_u32(v: &Value, what: &str) -> Result<u32, ParseError> {
+fn take_u32(v: &Value, what: &str) -> Result<u32, String> {
     u32::try_from(take_u64(v, what)?).map_err(|_| bad(format!("{what} overflows")))
 }
 
-fn missing(what: &str) -> ParseError {
+fn missing(what: &str) -> String {
     bad(format!("missing {what}"))
 }
 
-/// Why a log record could not be parsed.
-#[derive(Debug)]
-pub(crate) enum ParseError {
-    /// Malformed for format version 1.
-    Bad(String),
-    /// Written with a newer format version.
-    Newer {
-        /// The record's artifact name.
-        name: String,
-        /// Its format version.
-        found: u64,
-    },
+/// A log record that could not be parsed: its name, if it has one, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unparsed {
+    /// The record's `name`, when it is a non-empty string (valid or not).
+    pub name: Option<String>,
+    /// What is wrong, one line.
+    pub reason: String,
 }
 
-fn bad(reason: impl Into<String>) -> ParseError {
-    ParseError::Bad(reason.into())
+fn bad(reason: impl Into<String>) -> String {
+    reason.into()
 }
 
 /// Appends `s` as a JSON string literal.
@@ -493,8 +539,31 @@ pub(crate) fn is_digest(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Checks an artifact name; `Err` says which rule it breaks.
+/// Checks an artifact name (SPEC §7); `Err` says which rule it breaks.
 pub(crate) fn validate_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("is empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Err("is longer than 255 bytes")
+    } else if name.contains('/') {
+        Err("contains '/'")
+    } else if name.contains('\0') {
+        Err("contains a NUL byte")
+    } else if name.chars().any(char::is_control) {
+        Err("contains a control character")
+    } else if name.starts_with('.') {
+        Err("starts with '.'")
+    } else if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+        Err("starts or ends with whitespace")
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks the name of a record read from the log: the rules every stowage
+/// build has enforced on write (1–255 bytes, no `/`, no NUL, no leading
+/// `.`). See the module docs for why this is looser than [`validate_name`].
+pub(crate) fn validate_stored_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         Err("is empty")
     } else if name.len() > MAX_NAME_LEN {
@@ -510,7 +579,9 @@ pub(crate) fn validate_name(name: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Checks a blob name; `Err` says which rule it breaks.
+/// Checks a blob name: one relative path component, so that `get --raw -o
+/// DIR` can use it as a file name inside DIR; `Err` says which rule it
+/// breaks.
 pub(crate) fn validate_blob_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         Err("is empty")
@@ -518,6 +589,14 @@ pub(crate) fn validate_blob_name(name: &str) -> Result<(), &'static str> {
         Err("is longer than 255 bytes")
     } else if name.contains('\0') {
         Err("contains a NUL byte")
+    } else if name.chars().any(char::is_control) {
+        Err("contains a control character")
+    } else if name.starts_with('/') {
+        Err("is an absolute path")
+    } else if name.contains('/') || name.contains('\\') {
+        Err("contains a path separator")
+    } else if name == "." || name == ".." {
+        Err("is '.' or '..'")
     } else {
         Ok(())
     }
@@ -598,6 +677,74 @@ mod tests {
         check_name("a/b", false);
         check_name("a\0b", false);
         check_name(".hidden", false);
+        check_name("a\nb", false);
+        check_name("tab\there", false);
+        check_name("esc\u{1b}", false);
+        check_name("del\u{7f}", false);
+        check_name(" ", false);
+        check_name(" lead", false);
+        check_name("trail ", false);
+        check_name("trail\u{a0}", false);
+        check_name("inner space", true);
+        check_name("é✓", true);
+    }
+
+    #[test]
+    fn stored_names_keep_the_rules_of_earlier_writers() {
+        for ok in ["tab\there", " lead", "trail ", "a\nb", "model"] {
+            assert_eq!(validate_stored_name(ok), Ok(()), "{ok:?}");
+        }
+        for (bad, reason) in [
+            ("", "is empty"),
+            ("a/b", "contains '/'"),
+            ("nul\0", "contains a NUL byte"),
+            (".hidden", "starts with '.'"),
+        ] {
+            assert_eq!(validate_stored_name(bad), Err(reason), "{bad:?}");
+        }
+    }
+
+    #[track_caller]
+    fn check_blob(name: &str, expected: Result<(), &str>) {
+        assert_eq!(validate_blob_name(name), expected, "{name:?}");
+    }
+
+    #[test]
+    fn blob_names_are_single_path_components() {
+        check_blob("data", Ok(()));
+        check_blob(".meta", Ok(()));
+        check_blob("a b..c", Ok(()));
+        check_blob(&"x".repeat(255), Ok(()));
+        check_blob("", Err("is empty"));
+        check_blob(&"x".repeat(256), Err("is longer than 255 bytes"));
+        check_blob("nul\0", Err("contains a NUL byte"));
+        check_blob("new\nline", Err("contains a control character"));
+        check_blob("/etc/passwd", Err("is an absolute path"));
+        check_blob("../ESCAPED", Err("contains a path separator"));
+        check_blob("a/b", Err("contains a path separator"));
+        check_blob("..\\x", Err("contains a path separator"));
+        check_blob(".", Err("is '.' or '..'"));
+        check_blob("..", Err("is '.' or '..'"));
+    }
+
+    #[test]
+    fn unparsable_records_keep_their_name_and_reason() {
+        let parse = |v: Value| Record::from_log_json(v).expect_err("invalid");
+        let newer = parse(serde_json::json!({"name": "future", "format_version": 2}));
+        assert_eq!(
+            newer,
+            Unparsed {
+                name: Some("future".into()),
+                reason:
+                    "record format version 2 is newer than this build reads (1); upgrade stowage"
+                        .into(),
+            }
+        );
+        let missing = parse(serde_json::json!({"name": "x", "format_version": 1}));
+        assert_eq!(missing.reason, "missing written_by");
+        let nameless = parse(serde_json::json!({"name": "", "format_version": 1}));
+        assert_eq!(nameless.name, None);
+        assert_eq!(parse(Value::Null).reason, "record is not an object");
     }
 
     #[test]
@@ -619,7 +766,7 @@ mod tests {
     #[test]
     fn streamed_log_json_matches_the_value_form() {
         let record = Record {
-            name: "we\"ird\\name \u{1} \u{e9}\u{2028}".into(),
+            name: "we\"ird\\name \u{e9}\u{2028}x".into(),
             meta: RecordMeta {
                 obj_type: "t\n\r\t".into(),
                 encoding: "msgpack".into(),

@@ -1,4 +1,5 @@
-//! The store's only `unsafe`: memory-mapping store files and `flock`.
+//! The store's only `unsafe`: memory-mapping store files, `flock`, and
+//! `access(2)` to ask whether the store directory is writable.
 //!
 //! Invariants:
 //! - A file is mapped only after the store has made it immutable: a raw blob
@@ -36,6 +37,38 @@ pub(crate) fn map_file(file: &File) -> io::Result<Mmap> {
     // only by unlink, which keeps the mapping's pages alive. Modification by
     // other programs is outside the store's contract (module docs).
     unsafe { Mmap::map(file) }
+}
+
+/// `Ok` if this process may create files in `dir` (`access(W_OK)`: honours
+/// permissions, ACLs, root's override and read-only mounts, which answer
+/// EROFS).
+#[cfg(unix)]
+pub(crate) fn check_writable(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: `access` reads the NUL-terminated string it is given and
+    // nothing else; `path` is a valid `CString` that outlives the call.
+    let rc = unsafe { libc::access(path.as_ptr(), libc::W_OK) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `Ok` unless `dir` is marked read-only (a weaker check than on Unix;
+/// later writes still detect denial).
+#[cfg(not(unix))]
+pub(crate) fn check_writable(dir: &std::path::Path) -> io::Result<()> {
+    if std::fs::metadata(dir)?.permissions().readonly() {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "directory is read-only",
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// Blocks until this open file description holds an exclusive `flock`.

@@ -11,6 +11,9 @@ mod abi_versions;
 // The artifact store through the host and the CLI: round trips, crashes,
 // concurrency, corruption, missing plugins.
 mod store;
+// The store against hostile input: escaping blob names, read-only stores,
+// unreadable records, the format marker, names and escaped output.
+mod store_hardening;
 // The tensor plugin (safetensors): through the host, and Python interop.
 mod tensor;
 // The arrow plugin (Arrow IPC, C Data Interface): host, and pyarrow interop.
