@@ -76,6 +76,7 @@ mod error;
 pub mod failpoint;
 mod gc;
 mod index;
+mod input;
 mod pack;
 mod record;
 mod sys;
@@ -96,6 +97,7 @@ pub use blob::{BlobData, MappedBytes, Verify};
 pub use error::StoreError;
 pub use failpoint::FAILPOINTS;
 pub use gc::{GcReport, VerifyIssue, VerifyReport, DEFAULT_GC_GRACE};
+pub use input::{map_input, open_input, spool_input, Input, InputError};
 pub use pack::DEFAULT_PACK_LIMIT;
 pub use record::{
     BlobLocation, BlobRecord, PackLoc, Record, RecordMeta, MAX_NAME_LEN, RECORD_FORMAT_VERSION,
