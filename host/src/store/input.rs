@@ -141,25 +141,42 @@ impl AsRef<[u8]> for Input {
 /// Maps the regular file at `path` read-only (see the module docs for what
 /// happens if it is truncated meanwhile).
 pub fn map_input(path: &Path) -> Result<Input, InputError> {
-    let file = File::open(path).map_err(|source| InputError::Open {
+    match open_file(path)? {
+        (file, Opened::Regular(len)) => map_opened(path, &file, len),
+        (_, Opened::Stream) => Err(InputError::NotRegular {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+/// What an opened input turned out to be.
+enum Opened {
+    Regular(u64),
+    Stream,
+}
+
+/// Opens `path` once (a FIFO's writer is met only once) and says what it is.
+fn open_file(path: &Path) -> Result<(File, Opened), InputError> {
+    let open_error = |source| InputError::Open {
         path: path.to_owned(),
         source,
-    })?;
-    let meta = file.metadata().map_err(|source| InputError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
+    };
+    let file = File::open(path).map_err(open_error)?;
+    let meta = file.metadata().map_err(open_error)?;
     if meta.is_dir() {
         return Err(InputError::Directory {
             path: path.to_owned(),
         });
     }
-    if !meta.is_file() {
-        return Err(InputError::NotRegular {
-            path: path.to_owned(),
-        });
-    }
-    Input::from_file(&file, meta.len()).map_err(|source| InputError::Map {
+    let opened = match meta.is_file() {
+        true => Opened::Regular(meta.len()),
+        false => Opened::Stream,
+    };
+    Ok((file, opened))
+}
+
+fn map_opened(path: &Path, file: &File, len: u64) -> Result<Input, InputError> {
+    Input::from_file(file, len).map_err(|source| InputError::Map {
         path: path.to_owned(),
         source,
     })
@@ -209,15 +226,9 @@ pub fn open_input(store: &Store, path: &Path) -> Result<Input, InputError> {
     if path == Path::new("-") {
         return spool_input(store, &mut io::stdin().lock(), "-");
     }
-    match map_input(path) {
-        Err(InputError::NotRegular { .. }) => {
-            let mut file = File::open(path).map_err(|source| InputError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-            spool_input(store, &mut file, &path.display().to_string())
-        }
-        other => other,
+    match open_file(path)? {
+        (file, Opened::Regular(len)) => map_opened(path, &file, len),
+        (mut file, Opened::Stream) => spool_input(store, &mut file, &path.display().to_string()),
     }
 }
 

@@ -19,5 +19,8 @@ mod arrow;
 mod class_source;
 // The `stowage` command: exit codes, status JSON, toggles, explain, watch.
 mod cli;
+// put and get as I/O: -o targets (devices, FIFOs, symlinks, directories),
+// mapped and spooled input, put --json dispatch, flat memory.
+mod cli_io;
 // House rules checked on the source tree.
 mod tidy;

@@ -78,7 +78,7 @@ fn json_documents_round_trip_through_the_fallback_as_equal_values() {
     fs::write(&file, "18446744073709551616").expect("write");
     StowageCmd::new(&dir, &["put", "huge", "huge.json", "--json"]).fails(
         1,
-        "error: no plugin recognises this file; tried: msgpack (invalid input: integer 18446744073709551616 does not fit a 64-bit signed int)",
+        "error: cannot store huge: integer 18446744073709551616 does not fit a 64-bit signed int",
     );
 }
 
