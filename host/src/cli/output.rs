@@ -482,4 +482,24 @@ mod tests {
             assert!(!is_plain_file_name(bad), "{bad:?}");
         }
     }
+
+    #[test]
+    fn hostile_blob_names_refuse_the_whole_directory_export() {
+        let base = std::env::temp_dir().join(format!("stowage-write-dir-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(base.join("inner")).expect("create a temp dir");
+        let target = base.join("inner/out");
+        for hostile in ["../ESCAPED", "/tmp/ESCAPED-abs", "..", "a/../../ESCAPED"] {
+            let files: [(&str, &[u8]); 2] = [("fine", b"x"), (hostile, b"y")];
+            let error = write_dir(&target, "parts", &files).expect_err("refused");
+            assert_eq!(
+                error.to_string(),
+                format!("artifact parts has a blob named {hostile:?}, which is not a plain file name; nothing was written")
+            );
+        }
+        let left = |dir: &Path| fs::read_dir(dir).expect("list").count();
+        assert_eq!((left(&base), left(&base.join("inner"))), (1, 0));
+        assert!(!Path::new("/tmp/ESCAPED-abs").exists());
+        let _ = fs::remove_dir_all(&base);
+    }
 }

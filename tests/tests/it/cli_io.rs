@@ -5,8 +5,9 @@
 //! (regular files mapped, stdin and streams spooled, `--json` capped and
 //! dispatched like `Host::save`), and that memory stays flat: the peak
 //! `RssAnon` of the running `stowage` process, sampled from
-//! `/proc/PID/status`, stays under 64 MiB while it puts and gets a 512 MiB
-//! safetensors file.
+//! `/proc/PID/status`, stays under 64 MiB while it puts (from a file and
+//! from stdin) and gets (to a file and to a FIFO) a 512 MiB safetensors
+//! file.
 //!
 //! Device nodes are made with `mknod` inside the test directory (CI runs as
 //! root); the real `/dev` is never written.
@@ -36,11 +37,16 @@ fn echo_dir(name: &str, payload: &str) -> TestDir {
 
 /// `stowage ARGS…` in `dir`, scrubbed like [`StowageCmd`], stdin piped.
 fn spawn(dir: &TestDir, args: &[&str]) -> Child {
+    spawn_with(dir, args, Stdio::piped())
+}
+
+/// [`spawn`] with the given stdin.
+fn spawn_with(dir: &TestDir, args: &[&str], stdin: Stdio) -> Child {
     let mut command = Command::new(&artifacts().stowage);
     command
         .current_dir(&dir.root)
         .args(args)
-        .stdin(Stdio::piped())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (key, _) in std::env::vars_os() {
@@ -482,11 +488,15 @@ fn rss_anon(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Runs `stowage ARGS…` to completion, sampling its `RssAnon` every 2 ms;
-/// returns the peak seen and the number of samples.
-fn peak_rss_anon(dir: &TestDir, args: &[&str]) -> (u64, usize) {
-    let mut child = spawn(dir, args);
-    drop(child.stdin.take());
+/// Runs `stowage ARGS…` to completion (stdin read from `stdin`, if given),
+/// sampling its `RssAnon` every 2 ms; returns the peak seen and the number
+/// of samples.
+fn peak_rss_anon(dir: &TestDir, args: &[&str], stdin: Option<&Path>) -> (u64, usize) {
+    let stdin = match stdin {
+        Some(path) => Stdio::from(File::open(path).expect("open the stdin file")),
+        None => Stdio::null(),
+    };
+    let mut child = spawn_with(dir, args, stdin);
     let (mut peak, mut samples) = (0, 0);
     let status = loop {
         if let Some(rss) = rss_anon(child.id()) {
@@ -506,45 +516,126 @@ fn peak_rss_anon(dir: &TestDir, args: &[&str]) -> (u64, usize) {
     (peak, samples)
 }
 
-/// Whether two files hold the same bytes, compared 1 MiB at a time.
-fn same_contents(a: &Path, b: &Path) -> bool {
-    let (mut a, mut b) = (File::open(a).expect("open"), File::open(b).expect("open"));
-    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+/// `(length, rolling sum)` of everything `reader` yields, 1 MiB at a time.
+fn checksum(mut reader: impl Read) -> (u64, u64) {
+    let (mut total, mut sum, mut buffer) = (0u64, 0u64, vec![0u8; 1 << 20]);
     loop {
-        let n = a.read(&mut x).expect("read");
+        let n = reader.read(&mut buffer).expect("read");
         if n == 0 {
-            return b.read(&mut y).expect("read") == 0;
+            return (total, sum);
         }
-        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
-            return false;
-        }
+        total += n as u64;
+        sum = buffer[..n]
+            .iter()
+            .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
     }
+}
+
+fn file_checksum(path: &Path) -> (u64, u64) {
+    checksum(File::open(path).expect("open"))
 }
 
 #[test]
 fn put_and_get_of_512_mib_keep_anonymous_memory_under_64_mib() {
     let dir = TestDir::new("rss-flat");
     dir.install("stowage-tensor", "stowage_tensor");
-    let size = 512 * 1024 * 1024;
     let input = dir.root.join("big.safetensors");
-    write_big_safetensors(&input, size);
-    let (put_peak, put_samples) = peak_rss_anon(&dir, &["put", "big", "big.safetensors"]);
-    let (get_peak, get_samples) = peak_rss_anon(&dir, &["get", "big", "-o", "back.safetensors"]);
-    eprintln!(
-        "peak RssAnon: put {:.1} MiB ({put_samples} samples), get {:.1} MiB ({get_samples} samples)",
-        put_peak as f64 / 1048576.0,
-        get_peak as f64 / 1048576.0
-    );
-    assert!(
-        put_samples > 0 && get_samples > 0,
-        "no sample of a running stowage"
-    );
-    assert!(
-        put_peak <= RSS_ANON_LIMIT && get_peak <= RSS_ANON_LIMIT,
-        "peak RssAnon: put {put_peak} bytes, get {get_peak} bytes (limit {RSS_ANON_LIMIT})"
-    );
-    assert!(
-        same_contents(&input, &dir.root.join("back.safetensors")),
+    write_big_safetensors(&input, 512 * 1024 * 1024);
+    // The last run writes through a FIFO to a reader that sums what it gets.
+    let fifo = dir.root.join("fifo");
+    mkfifo(&fifo);
+    let reader =
+        std::thread::spawn(move || checksum(File::open(&fifo).expect("open the FIFO for reading")));
+    let runs = [
+        (
+            "put FILE",
+            peak_rss_anon(&dir, &["put", "big", "big.safetensors"], None),
+        ),
+        (
+            "put - (stdin)",
+            peak_rss_anon(&dir, &["put", "piped", "-"], Some(&input)),
+        ),
+        (
+            "get -o FILE",
+            peak_rss_anon(&dir, &["get", "big", "-o", "back.safetensors"], None),
+        ),
+        (
+            "get -o FIFO",
+            peak_rss_anon(&dir, &["get", "piped", "-o", "fifo"], None),
+        ),
+    ];
+    for (what, (peak, samples)) in &runs {
+        eprintln!(
+            "peak RssAnon of {what}, 512 MiB: {:.1} MiB ({samples} samples)",
+            *peak as f64 / 1048576.0
+        );
+    }
+    for (what, (peak, samples)) in &runs {
+        assert!(*samples > 0, "no sample of a running stowage {what}");
+        assert!(
+            *peak <= RSS_ANON_LIMIT,
+            "peak RssAnon of {what}: {peak} bytes (limit {RSS_ANON_LIMIT})"
+        );
+    }
+    let expected = file_checksum(&input);
+    assert_eq!(
+        (
+            file_checksum(&dir.root.join("back.safetensors")),
+            reader.join().expect("FIFO reader")
+        ),
+        (expected, expected),
         "get returned other bytes"
     );
+    assert_eq!(
+        fs::read_dir(dir.root.join("store/tmp"))
+            .expect("ls tmp")
+            .count(),
+        0
+    );
+}
+
+/// Whether process `pid` has `path` mapped.
+fn maps_file(pid: u32, path: &Path) -> bool {
+    let wanted = path.to_string_lossy();
+    fs::read_to_string(format!("/proc/{pid}/maps"))
+        .is_ok_and(|maps| maps.lines().any(|line| line.ends_with(wanted.as_ref())))
+}
+
+#[test]
+fn input_truncated_while_put_maps_it_is_one_error_line_and_no_record() {
+    let dir = TestDir::new("put-sigbus");
+    dir.install("stowage-tensor", "stowage_tensor");
+    let input = dir.root.join("shrinking.safetensors");
+    write_big_safetensors(&input, 256 * 1024 * 1024);
+    let input = input.canonicalize().expect("absolute input path");
+    let mut child = spawn_with(
+        &dir,
+        &["put", "s", input.to_str().expect("utf-8 path")],
+        Stdio::null(),
+    );
+    // Truncate the file as soon as put has mapped it: reading 256 MiB
+    // (validate, hash, write) takes far longer than one poll.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !maps_file(child.id(), &input) {
+        assert!(
+            child.try_wait().expect("poll stowage").is_none(),
+            "put ended before it mapped its input"
+        );
+        assert!(Instant::now() < deadline, "put never mapped its input");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    File::options()
+        .write(true)
+        .open(&input)
+        .expect("open the input")
+        .set_len(0)
+        .expect("truncate the input");
+    let output = child.wait_with_output().expect("stowage runs");
+    assert_output(
+        &output,
+        1,
+        "",
+        "error: an input or stored file shrank while it was being read\n",
+    );
+    assert_eq!(StowageCmd::new(&dir, &["ls", "--json"]).ok(), "[]\n");
 }
