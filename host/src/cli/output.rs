@@ -6,11 +6,12 @@
 //! - an absent path or a regular file: a temp file `.NAME.PID.tmp` beside
 //!   it, fsynced, renamed over it (atomic replace), the parent directory
 //!   fsynced; a replaced file keeps its permission bits;
-//! - a symlink: followed link by link (at most [`MAX_LINKS`]; a relative
-//!   link resolves against its own directory) and the rules applied to the
-//!   final target, so a link to a regular file has its *target* replaced
-//!   atomically and the link stays a link; a dangling link creates its
-//!   target;
+//! - a symlink: followed to its final target and the rules applied to that,
+//!   so a link to a regular file has its *target* replaced atomically and
+//!   the link stays a link; a dangling link is followed link by link (at
+//!   most [`MAX_LINKS`]; a relative link resolves against its own
+//!   directory) and its target created; `/dev/stdout` and other links to
+//!   pipes or devices write through to what they name;
 //! - a character device or a FIFO: opened for writing without create or
 //!   truncate and written through in place (the node stays what it was; a
 //!   FIFO's open waits for a reader, as `cat > fifo` does);
@@ -35,6 +36,8 @@
 //! component: not empty, not `.` or `..`, no `/`, no NUL, no control
 //! characters; any other name refuses the whole export before anything is
 //! written.
+//! Decision: Unix only (file types, device nodes), like the rest of the
+//! tested platform.
 //! Decision: the first write error is remembered ([`FileOutput::take_error`])
 //! so that the command reports it (`cannot write PATH: No space left on
 //! device (os error 28)`) instead of the plugin's wrapped echo of it.
@@ -140,8 +143,33 @@ fn found(meta: &fs::Metadata) -> Found {
     }
 }
 
-/// Follows `path` through symlinks to what it names in the end.
+/// What `path` names in the end, and the path to write or rename onto.
+///
+/// The kernel follows the links first (`stat`), which also handles magic
+/// links such as `/dev/stdout` → `/proc/self/fd/1` → `pipe:[N]`: devices
+/// and FIFOs are then opened through `path` itself. A regular file or a
+/// directory is canonicalized, so a rename lands on the link's target and
+/// never on the link. A path that does not exist may be a dangling link: it
+/// is followed link by link to the path to create.
 fn resolve(path: &Path) -> Result<(PathBuf, Found), OutputError> {
+    let io_error = |source| OutputError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::metadata(path) {
+        Ok(meta) => match found(&meta) {
+            kind @ (Found::Regular(_) | Found::Directory) => {
+                Ok((fs::canonicalize(path).map_err(io_error)?, kind))
+            }
+            kind => Ok((path.to_owned(), kind)),
+        },
+        Err(_) => follow_links(path),
+    }
+}
+
+/// Follows `path` link by link (a relative link resolves against its own
+/// directory) to the first path that is not a link.
+fn follow_links(path: &Path) -> Result<(PathBuf, Found), OutputError> {
     let io_error = |source| OutputError::Io {
         path: path.to_owned(),
         source,

@@ -277,6 +277,11 @@ fn get_replaces_a_regular_file_atomically_keeping_its_mode() {
         StowageCmd::new(&dir, &["get", "e", "-o", "-"]).ok(),
         "ECHO\npayload"
     );
+    // So is `/dev/stdout`, a magic link to the pipe the test reads.
+    assert_eq!(
+        StowageCmd::new(&dir, &["get", "e", "-o", "/dev/stdout"]).ok(),
+        "ECHO\npayload"
+    );
     // An unknown name creates nothing.
     StowageCmd::new(&dir, &["get", "nope", "-o", "new.echo"])
         .fails(1, "error: no artifact named nope");
