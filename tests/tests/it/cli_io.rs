@@ -644,3 +644,30 @@ fn input_truncated_while_put_maps_it_is_one_error_line_and_no_record() {
     );
     assert_eq!(StowageCmd::new(&dir, &["ls", "--json"]).ok(), "[]\n");
 }
+
+#[test]
+fn streaming_get_still_skips_a_reader_that_fails_before_writing() {
+    let dir = TestDir::new("get-skip");
+    dir.install("fixture-panicky", "stowage_panicky");
+    dir.install("fixture-echo", "stowage_echo");
+    fs::write(dir.root.join("v.json"), "\"panic:export\"").expect("write");
+    StowageCmd::new(&dir, &["put", "p", "v.json", "--json"]).ok();
+    let output = StowageCmd::new(&dir, &["get", "p", "-o", "out.echo"]).output();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The panic message ends with the fixture's source location.
+    let (warning, _location) = stderr
+        .rsplit_once(" at ")
+        .expect("the warning names where the fixture panicked");
+    assert_eq!(
+        (output.status.code(), stderr.lines().count(), warning),
+        (
+            Some(0),
+            1,
+            "warning: skipped plugin panicky: dispatch: export: panic: panicked in export: fixture panic in export"
+        )
+    );
+    assert_eq!(
+        fs::read(dir.root.join("out.echo")).expect("read"),
+        b"ECHO\npanic:export"
+    );
+}
