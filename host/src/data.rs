@@ -15,14 +15,18 @@
 //! Decision: the host records `source` in `serializer_info` (unless the
 //! plugin set it): the file a `put` read, `-` for stdin, or `api` for values
 //! saved through the library.
+//! Decision: an export streams to its output ([`Host::export_artifact`]):
+//! memory stays flat whatever the artifact's size. The price: a reader that
+//! fails after writing part of the file is not followed by the next reader
+//! (the output cannot be taken back); the export fails naming it.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use stowage_plugin_api::encodings::{ARROW_IPC_FILE, SAFETENSORS};
 
-use crate::registry::{Route, Skipped};
-use crate::serializer::{ArtifactMeta, BlobSink, Written};
+use crate::registry::{DispatchError, Route, Skipped};
+use crate::serializer::{ArtifactMeta, BlobSink, CallError, Written};
 use crate::store::{
     ArtifactWriter, BlobData, BlobLayout, PendingArtifact, Record, RecordMeta, Store, Verify,
 };
@@ -149,6 +153,7 @@ impl Host {
         name: &str,
         value: &Value,
         options: &[(String, String)],
+        source: &str,
     ) -> Result<(PendingArtifact, Vec<Skipped>), Error> {
         let mut new_sink = |route: &Route| -> Result<StoreSink<'_>, String> {
             let writer = store.writer(name).map_err(|e| e.to_string())?;
@@ -163,7 +168,7 @@ impl Host {
             .serialize(value, options, &mut new_sink)
             .map_err(|e| Error::storing(name, e))?;
         let (sink, written) = dispatched.output;
-        let pending = finish(sink, &dispatched.route, written, "api")?;
+        let pending = finish(sink, &dispatched.route, written, source)?;
         Ok((pending, dispatched.skipped))
     }
 
@@ -175,9 +180,23 @@ impl Host {
         value: &Value,
         options: &[(String, String)],
     ) -> Result<Saved, Error> {
+        self.save_from(name, value, options, "api")
+    }
+
+    /// [`Host::save`], recording `source` in `serializer_info` (unless the
+    /// serializer set it): what `stowage put --json FILE` uses, with the
+    /// file's path (`-` for stdin), so the value goes through the same
+    /// priority dispatch as any saved value.
+    pub fn save_from(
+        &self,
+        name: &str,
+        value: &Value,
+        options: &[(String, String)],
+        source: &str,
+    ) -> Result<Saved, Error> {
         let store = self.store()?;
-        store.check_writable()?;
-        let (pending, skipped) = self.prepare_value(&store, name, value, options)?;
+        store.check_write(name)?;
+        let (pending, skipped) = self.prepare_value(&store, name, value, options, source)?;
         let record = commit_one(&store, pending)?;
         Ok(Saved { record, skipped })
     }
@@ -193,8 +212,9 @@ impl Host {
         store.check_writable()?;
         let mut pending = Vec::with_capacity(items.len());
         for (name, value) in items {
+            store.check_write(name)?;
             let (artifact, _) = self
-                .prepare_value(&store, name, value, options)
+                .prepare_value(&store, name, value, options, "api")
                 .map_err(|e| match e {
                     named @ Error::Artifact { .. } => named,
                     other => Error::Artifact {
@@ -232,12 +252,12 @@ impl Host {
         source: &str,
         progress: &dyn Fn(u64),
     ) -> Result<Saved, Error> {
+        let store = self.store()?;
+        store.check_write(name)?;
         if file.is_empty() {
             let input = source.to_owned();
             return Err(Error::storing(name, Error::EmptyInput { input }));
         }
-        let store = self.store()?;
-        store.check_writable()?;
         let prefix = &file[..file.len().min(stowage_plugin_api::SNIFF_PREFIX_LEN)];
         let mut new_sink = |route: &Route| -> Result<Progress<'_, '_>, String> {
             let writer = store.writer(name).map_err(|e| e.to_string())?;
@@ -317,18 +337,55 @@ impl Host {
         self.load_with(name, false)
     }
 
-    /// Writes `name` in its standard file format to `out` (verified first).
+    /// Writes `name` in its standard file format to `out` (verified first),
+    /// streaming: the exporter's bytes go straight to `out`, never through
+    /// a buffer of the whole file.
+    ///
+    /// A reader that fails before writing anything is skipped and the next
+    /// one tried, as in every dispatch; once bytes have reached `out` (or a
+    /// write to it failed) no other reader is tried, since `out` already
+    /// holds part of a file: the export fails naming the reader. Callers
+    /// writing to a file write to a temp file they discard on error.
     pub fn export_artifact(
         &self,
         name: &str,
         out: &mut dyn Write,
     ) -> Result<(Record, Vec<Skipped>), Error> {
         let (record, blobs) = self.buffers(name, true)?;
-        let skipped = self
-            .export(&artifact_meta(&record), writer_of(&record), &blobs, out)
-            .map_err(|e| Error::loading(name, e))?
-            .skipped;
-        Ok((record, skipped))
+        let meta = artifact_meta(&record);
+        let mut out = Touched {
+            inner: out,
+            touched: false,
+        };
+        let mut spoiled: Option<(String, CallError)> = None;
+        let dispatched = self
+            .snapshot()
+            .table
+            .with_reader(&meta, writer_of(&record), "export", &mut |serializer| {
+                if spoiled.is_some() {
+                    // Stop the dispatch without asking (or blaming) anyone
+                    // else; the failure is reported below.
+                    return Ok(());
+                }
+                let result = serializer.export(&meta, &blobs, &mut out);
+                if let Err(error) = &result {
+                    if out.touched {
+                        spoiled = Some((serializer.info().name.clone(), error.clone()));
+                        return Ok(());
+                    }
+                }
+                result
+            })
+            .map_err(|e| Error::loading(name, e))?;
+        if let Some((plugin, error)) = spoiled {
+            return Err(Error::loading(
+                name,
+                DispatchError::Sink(format!(
+                    "{plugin} failed after writing part of the file: {error}"
+                )),
+            ));
+        }
+        Ok((record, dispatched.skipped))
     }
 
     /// The WIRE rendering of `name` (verified first).
@@ -375,5 +432,23 @@ impl BlobSink for Progress<'_, '_> {
         self.written += bytes.len() as u64;
         (self.report)(self.written);
         Ok(())
+    }
+}
+
+/// A writer that notes whether anything was written (or tried).
+struct Touched<'w> {
+    inner: &'w mut dyn Write,
+    touched: bool,
+}
+
+impl Write for Touched<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() {
+            self.touched = true;
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

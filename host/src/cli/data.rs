@@ -1,10 +1,16 @@
 //! The data commands: `put`, `get`, `ls`, `inspect`, `show`, `rm`, `gc`,
 //! `verify`.
 //!
-//! Decision: `get -o FILE` writes a temp file beside FILE and renames it
-//! into place, so an interrupted `get` never leaves half a file under the
-//! final name. `get --raw` of a one-blob artifact writes that blob; of a
-//! multi-blob artifact it needs `-o DIR` and writes one file per blob.
+//! Decision: `get` streams its export to where `-o` points, following the
+//! rules of [`super::output`] (atomic replace of files, write-through for
+//! devices and FIFOs, never a directory). `get --raw` of a one-blob
+//! artifact writes that blob; of a multi-blob artifact it needs `-o DIR`
+//! and writes one file per blob, the directory renamed into place whole.
+//! Decision: `put FILE` maps a regular file and spools stdin and other
+//! streams to the store's `tmp/` first ([`stowage::store::open_input`]);
+//! `put --json` reads at most [`JSON_INPUT_LIMIT`] (64 MiB), parses the
+//! document into a value and hands it to priority dispatch exactly as
+//! `Host::save` would, recording the file as `source`.
 //! Decision: `verify` prints every problem on stdout and then fails with one
 //! summary line, so scripts see a non-zero exit and people see the list.
 //! Decision: human-readable listings (`ls`, `inspect`, `rm`, `verify`) print
@@ -13,18 +19,17 @@
 //! columns, and `ls --json` gives it as `{"name": …, "error": …}`.
 
 use std::fmt::Write as _;
-use std::fs;
 use std::io::{self, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use stowage::fallback::FALLBACK_NAME;
-use stowage::store::Listed;
+use stowage::store::{open_input, Listed};
 use stowage::text::escape_control;
-use stowage::{Host, Record};
+use stowage::{Host, Record, Value};
 
-use super::{print, read_input, warn_skipped};
+use super::output::{write_dir, FileOutput};
+use super::{print, read_limited, warn_skipped, JSON_INPUT_LIMIT};
 
 /// Files at least this large get a progress bar (on a terminal).
 const PROGRESS_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -42,7 +47,7 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// `stowage put NAME FILE`.
+/// `stowage put NAME FILE [--json]`.
 pub fn put(
     host: &Host,
     name: &str,
@@ -50,14 +55,20 @@ pub fn put(
     json_input: bool,
     options: Vec<(String, String)>,
 ) -> Result<()> {
-    let bytes = read_input(file)?;
     let source = file.display().to_string();
-    let only = json_input.then_some(FALLBACK_NAME);
-    let bar = progress_bar(bytes.len() as u64, &format!("put {name}"));
-    let saved = host.put_file_with(name, &bytes, only, &options, &source, &|written| {
-        bar.set_position(written)
-    })?;
-    bar.finish_and_clear();
+    let saved = if json_input {
+        let value = read_json(name, file)?;
+        host.save_from(name, &value, &options, &source)?
+    } else {
+        let store = host.store()?;
+        let input = open_input(&store, file)?;
+        let bar = progress_bar(input.len() as u64, &format!("put {name}"));
+        let saved = host.put_file_with(name, &input, None, &options, &source, &|written| {
+            bar.set_position(written)
+        })?;
+        bar.finish_and_clear();
+        saved
+    };
     warn_skipped(&saved.skipped);
     let record = &saved.record;
     print(&format!(
@@ -72,26 +83,69 @@ pub fn put(
     ))
 }
 
-/// `stowage get NAME [-o FILE] [--raw]`.
+/// The value of a `put --json` input: at most [`JSON_INPUT_LIMIT`] bytes of
+/// one JSON document.
+fn read_json(name: &str, file: &Path) -> Result<Value> {
+    let Some(bytes) = read_limited(file, JSON_INPUT_LIMIT)? else {
+        bail!(
+            "cannot store {name}: {} is larger than {} MiB, the limit of put --json",
+            file.display(),
+            JSON_INPUT_LIMIT / (1024 * 1024)
+        );
+    };
+    if bytes.is_empty() {
+        let input = file.display().to_string();
+        return Err(stowage::Error::storing(name, stowage::Error::EmptyInput { input }).into());
+    }
+    let json: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(json) => json,
+        Err(error) => bail!(
+            "cannot store {name}: {} is not a JSON document: {error}",
+            file.display()
+        ),
+    };
+    Value::from_json(&json).map_err(|error| stowage::Error::storing(name, error).into())
+}
+
+/// `stowage get NAME [-o PATH] [--raw]`: streams the export to its target
+/// (rules in [`super::output`]).
 pub fn get(host: &Host, name: &str, output: Option<&Path>, raw: bool) -> Result<()> {
+    // Look the name up before opening the output: an unknown name must not
+    // create files or wait on a FIFO for a reader.
+    host.store()?.get(name)?;
     if raw {
         return get_raw(host, name, output);
     }
-    let mut file = Vec::new();
-    let (_, skipped) = host.export_artifact(name, &mut file)?;
+    let mut out = FileOutput::open(output)?;
+    let exported = host.export_artifact(name, &mut out);
+    if let Some(error) = out.take_error() {
+        return Err(error.into());
+    }
+    let (_, skipped) = exported?;
+    out.finish()?;
     warn_skipped(&skipped);
-    write_output(output, &file)
+    Ok(())
 }
 
 fn get_raw(host: &Host, name: &str, output: Option<&Path>) -> Result<()> {
     let (record, blobs) = host.load_raw(name, true)?;
     match (blobs.as_slice(), output) {
-        ([(_, data)], output) => write_output(output, data),
-        (_, Some(dir)) => {
-            fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            for (blob, data) in &blobs {
-                write_atomically(&dir.join(blob), data)?;
+        ([(_, data)], output) => {
+            let mut out = FileOutput::open(output)?;
+            if let Err(error) = out.write_all(data) {
+                return Err(match out.take_error() {
+                    Some(error) => error.into(),
+                    None => error.into(),
+                });
             }
+            Ok(out.finish()?)
+        }
+        (_, Some(dir)) if dir != Path::new("-") => {
+            let files: Vec<(&str, &[u8])> = blobs
+                .iter()
+                .map(|(blob, data)| (blob.as_str(), &data[..]))
+                .collect();
+            write_dir(dir, &record.name, &files)?;
             print(&format!(
                 "wrote {} blobs of {} to {}\n",
                 blobs.len(),
@@ -99,46 +153,12 @@ fn get_raw(host: &Host, name: &str, output: Option<&Path>) -> Result<()> {
                 dir.display()
             ))
         }
-        (_, None) => bail!(
+        _ => bail!(
             "{} has {} blobs; give -o DIR to write one file per blob",
             record.name,
             blobs.len()
         ),
     }
-}
-
-fn write_output(output: Option<&Path>, bytes: &[u8]) -> Result<()> {
-    match output {
-        None => {
-            let mut stdout = io::stdout().lock();
-            stdout.write_all(bytes)?;
-            stdout.flush()?;
-            Ok(())
-        }
-        Some(path) => write_atomically(path, bytes),
-    }
-}
-
-/// Writes `bytes` to a temp file beside `path`, syncs it, renames it over.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let temp: PathBuf = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> io::Result<()> {
-        let mut file = fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn total_size(record: &Record) -> u64 {

@@ -10,6 +10,7 @@
 mod data;
 mod demo;
 mod install;
+mod output;
 mod watch;
 
 use std::fmt::Write as _;
@@ -82,7 +83,9 @@ enum Command {
         name: String,
         /// The file (`-` for stdin).
         file: PathBuf,
-        /// Read a JSON document into the built-in msgpack fallback.
+        /// Read FILE as one JSON document (at most 64 MiB) and store the
+        /// value like `Host::save`: the best serializer claiming its kind,
+        /// else the built-in msgpack fallback.
         #[arg(long)]
         json: bool,
         /// A plugin option, `KEY=VALUE` (repeatable).
@@ -96,8 +99,11 @@ enum Command {
     Get {
         /// Artifact name.
         name: String,
-        /// Output file (default: stdout); a directory with --raw and several blobs.
-        #[arg(short = 'o', long, value_name = "FILE")]
+        /// Output (default or `-`: stdout). A file is replaced atomically
+        /// (a symlink's target, the link kept); a character device or FIFO
+        /// is written through; with --raw and several blobs, a directory
+        /// (absent or empty) created whole.
+        #[arg(short = 'o', long, value_name = "PATH")]
         output: Option<PathBuf>,
         /// The stored blobs as they are, without any plugin.
         #[arg(long)]
@@ -399,9 +405,9 @@ fn explain(host: &Host, file: Option<&Path>, json: Option<&str>) -> Result<()> {
             )
         }
         (Some(path), None) => {
-            let bytes = read_input(path)?;
-            let prefix = &bytes[..bytes.len().min(stowage_plugin_api::SNIFF_PREFIX_LEN)];
-            let attempts = host.snapshot().table.explain_file(prefix);
+            // Only the prefix `put` would hand to `sniff` is read.
+            let prefix = read_at_most(path, stowage_plugin_api::SNIFF_PREFIX_LEN as u64)?;
+            let attempts = host.snapshot().table.explain_file(&prefix);
             (
                 path.display().to_string(),
                 attempts,
@@ -448,14 +454,42 @@ fn explanation(subject: &str, attempts: &[Attempt], rule: &str) -> String {
     out
 }
 
-/// Reads a file, or stdin for `-`.
-pub fn read_input(path: &Path) -> Result<Vec<u8>> {
+/// Bytes `put --json` reads at most (64 MiB): a larger document is refused
+/// before it is parsed (SPEC §7; `put x /dev/zero --json` stops at once).
+pub const JSON_INPUT_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// At most `limit` bytes of a file, or of stdin for `-`: `None` if there is
+/// more. A regular file larger than `limit` is refused without reading it.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    if path != Path::new("-") {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_file() && meta.len() > limit {
+            return Ok(None);
+        }
+    }
+    let bytes = read_at_most(path, limit + 1)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
+/// The first `count` bytes (or fewer) of a file, or of stdin for `-`.
+pub fn read_at_most(path: &Path, count: u64) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
     if path == Path::new("-") {
-        let mut bytes = Vec::new();
         io::stdin()
+            .lock()
+            .take(count)
             .read_to_end(&mut bytes)
-            .context("reading stdin")?;
+            .context("cannot read stdin")?;
         return Ok(bytes);
     }
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        bail!("cannot read {}: it is a directory", path.display());
+    }
+    file.take(count)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(bytes)
 }

@@ -103,6 +103,7 @@ mod error;
 pub mod failpoint;
 mod gc;
 mod index;
+mod input;
 mod pack;
 mod record;
 mod sys;
@@ -123,6 +124,7 @@ pub use blob::{BlobData, MappedBytes, Verify};
 pub use error::StoreError;
 pub use failpoint::FAILPOINTS;
 pub use gc::{GcReport, VerifyIssue, VerifyReport, DEFAULT_GC_GRACE};
+pub use input::{map_input, open_input, spool_input, Input, InputError};
 pub use pack::DEFAULT_PACK_LIMIT;
 pub use record::{
     BlobLocation, BlobRecord, PackLoc, Record, RecordMeta, UnreadableRecord, MAX_NAME_LEN,
@@ -440,12 +442,20 @@ impl Store {
     /// Nothing is visible until [`Store::commit`]. Fails at once on a
     /// read-only store ([`Store::check_writable`]).
     pub fn writer(&self, name: &str) -> Result<ArtifactWriter<'_>, StoreError> {
+        self.check_write(name)?;
+        Ok(ArtifactWriter::new(self, name.to_owned()))
+    }
+
+    /// `Ok` if an artifact named `name` may be written here: the name
+    /// follows the rules of [`Store::writer`] and the store is writable.
+    /// Callers check this before dispatching, so a bad name or a read-only
+    /// store is reported as what it is, never as a serializer's failure.
+    pub fn check_write(&self, name: &str) -> Result<(), StoreError> {
         record::validate_name(name).map_err(|reason| StoreError::InvalidName {
             name: name.to_owned(),
             reason,
         })?;
-        self.check_writable()?;
-        Ok(ArtifactWriter::new(self, name.to_owned()))
+        self.check_writable()
     }
 
     /// Commits a batch all-or-nothing: one pack append and fsync for the

@@ -61,6 +61,10 @@ fn empty_input_says_which_input_is_empty() {
         .fails(1, "error: cannot store x: empty.bin is empty");
     // The harness gives the binary an empty stdin.
     StowageCmd::new(&dir, &["put", "x", "-"]).fails(1, "error: cannot store x: stdin is empty");
+    StowageCmd::new(&dir, &["put", "x", "-", "--json"])
+        .fails(1, "error: cannot store x: stdin is empty");
+    StowageCmd::new(&dir, &["put", "x", "empty.bin", "--json"])
+        .fails(1, "error: cannot store x: empty.bin is empty");
 }
 
 #[test]
@@ -182,7 +186,7 @@ fn json_integer_beyond_i64_names_the_artifact_and_the_path() {
     .expect("write");
     StowageCmd::new(&dir, &["put", "x", "f.json", "--json"]).fails(
         1,
-        "error: cannot store x: msgpack: integer 18446744073709551616 at $.a[1] is outside \
+        "error: cannot store x: integer 18446744073709551616 at $.a[1] is outside \
          the 64-bit range",
     );
     // explain has no artifact: the path alone.

@@ -26,5 +26,8 @@ mod cli;
 mod install;
 // Error messages: the artifact and the real cause first, capped quotes.
 mod errors;
+// put and get as I/O: -o targets (devices, FIFOs, symlinks, directories),
+// mapped and spooled input, put --json dispatch, flat memory.
+mod cli_io;
 // House rules checked on the source tree.
 mod tidy;

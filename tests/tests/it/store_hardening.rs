@@ -80,7 +80,7 @@ fn a_plugin_writing_escaping_blob_names_fails_and_leaves_no_record() {
         StowageCmd::new(&dir, &["put", "x", "in.bad"]).fails(
             1,
             &format!(
-                "error: no plugin recognises this file; tried: badblobs (internal error: sink: invalid blob name {shown} in artifact x: {reason}); msgpack (declined)"
+                "error: cannot store x: badblobs: internal error: sink: invalid blob name {shown} in artifact x: {reason}"
             ),
         );
     }
