@@ -35,11 +35,11 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::quote_capped;
 use crate::serializer::{
     ArtifactMeta, BlobSink, CallError, CallValue, ErrorKind, Serializer, Written,
 };
 use crate::value::{Buffer, Kind, Value};
+use crate::{quote_capped, Error};
 
 /// Characters of a plugin's message quoted in errors and `last_error`.
 pub const MAX_QUOTED_MESSAGE: usize = 500;
@@ -221,9 +221,15 @@ pub enum DispatchError {
         /// The plugin.
         plugin: String,
     },
-    /// The sink could not be created.
-    #[error("{0}")]
-    Sink(String),
+    /// A reader failed after part of its export had reached the output,
+    /// so no other reader could be tried.
+    #[error("{plugin} failed after writing part of the file: {}", cause(.error))]
+    PartialExport {
+        /// The reader.
+        plugin: String,
+        /// Its failure.
+        error: CallError,
+    },
 }
 
 /// The rule's headline: when exactly one candidate recognised the input and
@@ -376,68 +382,29 @@ impl DispatchTable {
 
     /// Serializes `value` with the first candidate that accepts it and
     /// succeeds. Each attempt gets a fresh sink from `new_sink`; the
-    /// winner's is returned with its metadata.
+    /// winner's is returned with its metadata. A failure on the host side
+    /// of the sink (the store) stops the dispatch with that error: no
+    /// candidate is blamed and no other is tried.
     pub fn serialize<S: BlobSink>(
         &self,
         value: &Value,
         call_options: &[(String, String)],
-        new_sink: &mut dyn FnMut(&Route) -> Result<S, String>,
-    ) -> Result<Dispatched<(S, Written)>, DispatchError> {
+        new_sink: &mut dyn FnMut(&Route) -> Result<S, Error>,
+    ) -> Result<Dispatched<(S, Written)>, Error> {
         let call_value = CallValue::new(value);
-        let mut attempts = Vec::new();
-        let mut skipped = Vec::new();
-        for route in self.for_kind(value.kind()) {
-            let answer = 'attempt: {
-                let options = match route.options(call_options) {
-                    Ok(options) => options,
-                    Err(why) => break 'attempt Answer::Ineligible(why),
-                };
-                match route.serializer.can_serialize(&call_value) {
-                    Ok(true) => {}
-                    Ok(false) => break 'attempt Answer::Declined,
-                    Err(error) => {
-                        let (error, skip) = route.fail("can_serialize", error);
-                        skipped.push(skip);
-                        break 'attempt Answer::Failed(error);
-                    }
-                }
-                let sink = new_sink(route).map_err(DispatchError::Sink)?;
-                let mut counting = CountingSink {
-                    inner: sink,
-                    blobs: 0,
-                };
-                let result = route
-                    .serializer
-                    .serialize(&call_value, &options, &mut counting)
-                    .and_then(|written| match counting.blobs {
-                        0 => Err(CallError::new(
-                            ErrorKind::Internal,
-                            "serialize wrote no blob",
-                        )),
-                        _ => Ok(written),
-                    });
-                match result {
-                    Ok(written) => {
-                        return Ok(Dispatched {
-                            route: Arc::clone(route),
-                            output: (counting.inner, written),
-                            skipped,
-                        })
-                    }
-                    Err(error) => {
-                        let (error, skip) = route.fail("serialize", error);
-                        skipped.push(skip);
-                        Answer::Refused(error)
-                    }
-                }
-            };
-            attempts.push(Attempt {
-                plugin: route.name.clone(),
-                priority: route.priority,
-                answer,
-            });
-        }
-        Err(DispatchError::NoSerializer {
+        let mut log = Log::default();
+        let winner = walk(
+            &mut log,
+            self.for_kind(value.kind()),
+            Self::value_probe(&call_value, call_options),
+            "serialize",
+            |route, options| {
+                write_blobs(route, "serialize", new_sink, |serializer, sink| {
+                    serializer.serialize(&call_value, &options, sink)
+                })
+            },
+        )?;
+        log.finish(winner, |attempts| DispatchError::NoSerializer {
             kind: value.kind(),
             attempts,
         })
@@ -449,166 +416,111 @@ impl DispatchTable {
     /// declining candidates.
     pub fn first_acceptor(&self, value: &Value) -> Option<&Arc<Route>> {
         let call_value = CallValue::new(value);
-        self.for_kind(value.kind()).iter().find(|route| {
-            match route.serializer.can_serialize(&call_value) {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    route.fail("can_serialize", error);
-                    false
-                }
-            }
-        })
+        let probe = Self::value_probe(&call_value, &[]);
+        match walk(&mut NoLog, self.for_kind(value.kind()), probe, "", accept) {
+            Ok(Some((route, ()))) => Some(route),
+            _ => None,
+        }
     }
 
-    /// Asks each candidate `can_serialize`, stopping at the first yes:
-    /// what `stowage explain --json VALUE` prints.
+    /// What `serialize` would do with `value`, candidate by candidate, up to
+    /// the winner (later ones are "not asked"): `stowage explain --json`.
     pub fn explain_value(&self, value: &Value) -> Vec<Attempt> {
         let call_value = CallValue::new(value);
-        explain(self.for_kind(value.kind()), "can_serialize", |route| {
-            route.serializer.can_serialize(&call_value)
-        })
+        explain(
+            self.for_kind(value.kind()),
+            Self::value_probe(&call_value, &[]),
+        )
     }
 
-    /// Asks each active plugin to `sniff` `prefix`, stopping at the first
-    /// yes: the order `put FILE` and `explain FILE` use.
+    /// What `ingest` would do with a file starting with `prefix`, up to the
+    /// plugin whose `sniff` claims it: `stowage explain FILE`.
     pub fn explain_file(&self, prefix: &[u8]) -> Vec<Attempt> {
-        explain(&self.ordered, "sniff", |route| {
-            route.serializer.sniff(prefix)
-        })
+        explain(&self.ordered, Self::sniff_probe(prefix, None))
     }
 
     /// Ingests a file with the first plugin whose `sniff` claims it and
-    /// whose `ingest` succeeds (or with `only`, if given).
+    /// whose `ingest` succeeds (or with `only`, if given). Host-side sink
+    /// failures stop the dispatch as in [`DispatchTable::serialize`].
     pub fn ingest<S: BlobSink>(
         &self,
         file: &[u8],
         prefix: &[u8],
         only: Option<&str>,
         call_options: &[(String, String)],
-        new_sink: &mut dyn FnMut(&Route) -> Result<S, String>,
-    ) -> Result<Dispatched<(S, Written)>, DispatchError> {
-        let mut attempts = Vec::new();
-        let mut skipped = Vec::new();
-        let candidates: Vec<&Arc<Route>> = match only {
-            Some(name) => {
-                let route = self.route(name).ok_or_else(|| DispatchError::NotActive {
-                    plugin: name.to_owned(),
-                })?;
-                vec![route]
-            }
-            None => self.ordered.iter().collect(),
-        };
-        for route in candidates {
-            let answer = 'attempt: {
-                if only.is_none() {
-                    match route.serializer.sniff(prefix) {
-                        Ok(true) => {}
-                        Ok(false) => break 'attempt Answer::Declined,
-                        Err(error) => {
-                            let (error, skip) = route.fail("sniff", error);
-                            skipped.push(skip);
-                            break 'attempt Answer::Failed(error);
-                        }
+        new_sink: &mut dyn FnMut(&Route) -> Result<S, Error>,
+    ) -> Result<Dispatched<(S, Written)>, Error> {
+        let candidates: &[Arc<Route>] = match only {
+            Some(name) => match self.ordered.iter().position(|r| r.name == name) {
+                Some(at) => &self.ordered[at..=at],
+                None => {
+                    return Err(DispatchError::NotActive {
+                        plugin: name.to_owned(),
                     }
+                    .into())
                 }
+            },
+            None => &self.ordered,
+        };
+        let mut log = Log::default();
+        let winner = walk(
+            &mut log,
+            candidates,
+            Self::sniff_probe(prefix, only),
+            "ingest",
+            |route, ()| {
                 // Recognised (or named): an option it does not take is its
                 // refusal, not counted as a dispatch failure.
                 let options = match route.options(call_options) {
                     Ok(options) => options,
                     Err(why) => {
-                        break 'attempt Answer::Refused(CallError::new(
-                            ErrorKind::InvalidInput,
-                            why,
-                        ))
+                        let refusal = CallError::new(ErrorKind::InvalidInput, why);
+                        return Work::Passed(Answer::Refused(refusal));
                     }
                 };
-                let sink = new_sink(route).map_err(DispatchError::Sink)?;
-                let mut counting = CountingSink {
-                    inner: sink,
-                    blobs: 0,
-                };
-                let result = route
-                    .serializer
-                    .ingest(file, &options, &mut counting)
-                    .and_then(|written| match counting.blobs {
-                        0 => Err(CallError::new(ErrorKind::Internal, "ingest wrote no blob")),
-                        _ => Ok(written),
-                    });
-                match result {
-                    Ok(written) => {
-                        return Ok(Dispatched {
-                            route: Arc::clone(route),
-                            output: (counting.inner, written),
-                            skipped,
-                        })
-                    }
-                    Err(error) => {
-                        let (error, skip) = route.fail("ingest", error);
-                        skipped.push(skip);
-                        Answer::Refused(error)
-                    }
-                }
-            };
-            attempts.push(Attempt {
-                plugin: route.name.clone(),
-                priority: route.priority,
-                answer,
-            });
-        }
-        Err(DispatchError::NoSniffer { attempts })
-    }
-
-    /// Candidates that read `meta.encoding`, in dispatch order.
-    fn readers<'t>(&'t self, meta: &'t ArtifactMeta) -> impl Iterator<Item = &'t Arc<Route>> + 't {
-        self.ordered
-            .iter()
-            .filter(move |r| r.serializer.info().reads.contains(&meta.encoding))
+                write_blobs(route, "ingest", new_sink, |serializer, sink| {
+                    serializer.ingest(file, &options, sink)
+                })
+            },
+        )?;
+        log.finish(winner, |attempts| DispatchError::NoSniffer { attempts })
     }
 
     /// Runs `call` on the first reader of the artifact's encoding whose
-    /// `can_deserialize` accepts it and whose call succeeds.
-    pub fn with_reader<T>(
+    /// `can_deserialize` accepts it and whose call succeeds; `call` may stop
+    /// the dispatch with a host-side failure ([`Work::Stopped`]).
+    pub(crate) fn with_reader<T>(
         &self,
         meta: &ArtifactMeta,
-        writer: (&str, &str),
-        entry: &str,
-        call: &mut dyn FnMut(&dyn Serializer) -> Result<T, CallError>,
-    ) -> Result<Dispatched<T>, DispatchError> {
-        let mut attempts = Vec::new();
-        let mut skipped = Vec::new();
-        for route in self.readers(meta) {
-            let answer = match route.serializer.can_deserialize(meta) {
-                Ok(false) => Answer::Declined,
-                Err(error) => {
-                    let (error, skip) = route.fail("can_deserialize", error);
-                    skipped.push(skip);
-                    Answer::Failed(error)
+        writer: &WrittenBy,
+        entry: &'static str,
+        call: &mut dyn FnMut(&dyn Serializer) -> Work<T>,
+    ) -> Result<Dispatched<T>, Error> {
+        let readers = self
+            .ordered
+            .iter()
+            .filter(|r| r.serializer.info().reads.contains(&meta.encoding));
+        let probe = |route: &Route| {
+            route.serializer.can_deserialize(meta).map(|yes| {
+                if yes {
+                    Probe::Takes(())
+                } else {
+                    Probe::Passes(Answer::Declined)
                 }
-                Ok(true) => match call(route.serializer.as_ref()) {
-                    Ok(output) => {
-                        return Ok(Dispatched {
-                            route: Arc::clone(route),
-                            output,
-                            skipped,
-                        })
-                    }
-                    Err(error) => {
-                        let (error, skip) = route.fail(entry, error);
-                        skipped.push(skip);
-                        Answer::Refused(error)
-                    }
-                },
-            };
-            attempts.push(Attempt {
-                plugin: route.name.clone(),
-                priority: route.priority,
-                answer,
-            });
-        }
-        Err(DispatchError::NoDeserializer {
+            })
+        };
+        let mut log = Log::default();
+        let winner = walk(
+            &mut log,
+            readers,
+            ("can_deserialize", probe),
+            entry,
+            |route, ()| call(route.serializer.as_ref()),
+        )?;
+        log.finish(winner, |attempts| DispatchError::NoDeserializer {
             encoding: meta.encoding.clone(),
-            writer: writer.0.to_owned(),
-            writer_version: writer.1.to_owned(),
+            writer: writer.serializer.clone(),
+            writer_version: writer.version.clone(),
             attempts,
         })
     }
@@ -617,45 +529,259 @@ impl DispatchTable {
     pub fn deserialize(
         &self,
         meta: &ArtifactMeta,
-        writer: (&str, &str),
+        writer: &WrittenBy,
         blobs: &[(String, Buffer)],
-    ) -> Result<Dispatched<Value>, DispatchError> {
+    ) -> Result<Dispatched<Value>, Error> {
         self.with_reader(meta, writer, "deserialize", &mut |s| {
-            s.deserialize(meta, blobs)
+            Work::from(s.deserialize(meta, blobs))
         })
+    }
+
+    /// The question a value's candidates answer before any work: are the
+    /// call's options theirs (else ineligible, not counted), then
+    /// `can_serialize`. Yields the effective options.
+    fn value_probe<'a>(
+        value: &'a CallValue<'a>,
+        call_options: &'a [(String, String)],
+    ) -> (
+        &'static str,
+        impl FnMut(&Route) -> Result<Probe<Options>, CallError> + 'a,
+    ) {
+        let probe = move |route: &Route| {
+            let options = match route.options(call_options) {
+                Ok(options) => options,
+                Err(why) => return Ok(Probe::Passes(Answer::Ineligible(why))),
+            };
+            Ok(match route.serializer.can_serialize(value)? {
+                true => Probe::Takes(options),
+                false => Probe::Passes(Answer::Declined),
+            })
+        };
+        ("can_serialize", probe)
+    }
+
+    /// The question a file's candidates answer: `sniff` on its prefix, or
+    /// nothing when the caller named the plugin (`only`).
+    fn sniff_probe<'a>(
+        prefix: &'a [u8],
+        only: Option<&'a str>,
+    ) -> (
+        &'static str,
+        impl FnMut(&Route) -> Result<Probe<()>, CallError> + 'a,
+    ) {
+        let probe = move |route: &Route| {
+            if only.is_some() {
+                return Ok(Probe::Takes(()));
+            }
+            Ok(match route.serializer.sniff(prefix)? {
+                true => Probe::Takes(()),
+                false => Probe::Passes(Answer::Declined),
+            })
+        };
+        ("sniff", probe)
     }
 }
 
-/// Asks `routes` in order until one says yes; later ones are "not asked".
-/// Failures are counted like any dispatch failure.
-fn explain(
-    routes: &[Arc<Route>],
-    entry: &str,
-    mut ask: impl FnMut(&Route) -> Result<bool, CallError>,
-) -> Vec<Attempt> {
-    let mut won = false;
-    routes
-        .iter()
-        .map(|route| {
-            let answer = if won {
-                Answer::NotAsked
-            } else {
-                match ask(route) {
-                    Ok(true) => {
-                        won = true;
-                        Answer::Accepted
-                    }
-                    Ok(false) => Answer::Declined,
-                    Err(error) => Answer::Failed(route.fail(entry, error).0),
-                }
-            };
-            Attempt {
-                plugin: route.name.clone(),
-                priority: route.priority,
-                answer,
+/// A candidate's effective options for one call: the config's, overridden
+/// by the call's.
+type Options = Vec<(String, String)>;
+
+/// Who wrote an artifact, for "written by" messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenBy {
+    /// The serializer's name.
+    pub serializer: String,
+    /// Its version.
+    pub version: String,
+}
+
+impl WrittenBy {
+    /// `serializer` at `version`.
+    pub fn new(serializer: impl Into<String>, version: impl Into<String>) -> Self {
+        WrittenBy {
+            serializer: serializer.into(),
+            version: version.into(),
+        }
+    }
+}
+
+/// A candidate's answer to "is this yours?", before any work is done.
+pub(crate) enum Probe<O> {
+    /// It takes the input; `O` is what the work step needs.
+    Takes(O),
+    /// It does not (declined, or not eligible for this call).
+    Passes(Answer),
+}
+
+/// How a candidate's work ended.
+pub(crate) enum Work<T> {
+    /// It succeeded: the winner.
+    Done(T),
+    /// It failed (error or panic): skipped, counted, the next one is tried.
+    Failed(CallError),
+    /// It was passed over without being blamed (an option it refuses).
+    Passed(Answer),
+    /// The host's side failed (the store, the output): the dispatch stops
+    /// with this error, and no candidate is blamed.
+    Stopped(Error),
+}
+
+impl<T> From<Result<T, CallError>> for Work<T> {
+    fn from(result: Result<T, CallError>) -> Self {
+        match result {
+            Ok(output) => Work::Done(output),
+            Err(error) => Work::Failed(error),
+        }
+    }
+}
+
+/// Where a walk records what each candidate answered.
+trait Record {
+    fn attempt(&mut self, route: &Route, answer: Answer);
+    fn skipped(&mut self, skipped: Skipped);
+}
+
+/// The record dispatches return: every answer, and the failures skipped.
+#[derive(Default)]
+struct Log {
+    attempts: Vec<Attempt>,
+    skipped: Vec<Skipped>,
+}
+
+impl Record for Log {
+    fn attempt(&mut self, route: &Route, answer: Answer) {
+        self.attempts.push(Attempt {
+            plugin: route.name.clone(),
+            priority: route.priority,
+            answer,
+        });
+    }
+    fn skipped(&mut self, skipped: Skipped) {
+        self.skipped.push(skipped);
+    }
+}
+
+impl Log {
+    /// The winner with what was skipped before it, or `no_winner`'s error
+    /// listing every candidate.
+    fn finish<T>(
+        self,
+        winner: Option<(&Arc<Route>, T)>,
+        no_winner: impl FnOnce(Vec<Attempt>) -> DispatchError,
+    ) -> Result<Dispatched<T>, Error> {
+        match winner {
+            Some((route, output)) => Ok(Dispatched {
+                route: Arc::clone(route),
+                output,
+                skipped: self.skipped,
+            }),
+            None => Err(no_winner(self.attempts).into()),
+        }
+    }
+}
+
+/// No record: the hot path of [`DispatchTable::first_acceptor`] allocates
+/// nothing for declining candidates.
+struct NoLog;
+
+impl Record for NoLog {
+    fn attempt(&mut self, _: &Route, _: Answer) {}
+    fn skipped(&mut self, _: Skipped) {}
+}
+
+/// The one dispatch loop. Asks each candidate in order `probe` (named
+/// `probe.0` in failure records); the first that takes the input does
+/// `work` (named `entry`). A failure in either is counted against that
+/// candidate and the next is tried; a stop ends the walk with the host's
+/// error. `Ok(None)` when no candidate won.
+fn walk<'t, O, T>(
+    record: &mut impl Record,
+    candidates: impl IntoIterator<Item = &'t Arc<Route>>,
+    (probe_entry, mut probe): (
+        &'static str,
+        impl FnMut(&Route) -> Result<Probe<O>, CallError>,
+    ),
+    entry: &'static str,
+    mut work: impl FnMut(&Route, O) -> Work<T>,
+) -> Result<Option<(&'t Arc<Route>, T)>, Error> {
+    for route in candidates {
+        let answer = match probe(route) {
+            Err(error) => {
+                let (error, skipped) = route.fail(probe_entry, error);
+                record.skipped(skipped);
+                Answer::Failed(error)
             }
-        })
-        .collect()
+            Ok(Probe::Passes(answer)) => answer,
+            Ok(Probe::Takes(input)) => match work(route, input) {
+                Work::Done(output) => return Ok(Some((route, output))),
+                Work::Failed(error) => {
+                    let (error, skipped) = route.fail(entry, error);
+                    record.skipped(skipped);
+                    Answer::Refused(error)
+                }
+                Work::Passed(answer) => answer,
+                Work::Stopped(error) => return Err(error),
+            },
+        };
+        record.attempt(route, answer);
+    }
+    Ok(None)
+}
+
+/// The work of a dry run: the first candidate that takes the input wins.
+fn accept<O>(_: &Route, _: O) -> Work<()> {
+    Work::Done(())
+}
+
+/// The same walk as the dispatch it explains, with no work done: every
+/// candidate up to the winner with its answer, the winner `accepted`, the
+/// rest `not asked`.
+fn explain<O>(
+    routes: &[Arc<Route>],
+    probe: (
+        &'static str,
+        impl FnMut(&Route) -> Result<Probe<O>, CallError>,
+    ),
+) -> Vec<Attempt> {
+    let mut log = Log::default();
+    let mut rest = routes.iter();
+    if let Ok(Some((winner, ()))) = walk(&mut log, rest.by_ref(), probe, "", accept) {
+        log.attempt(winner, Answer::Accepted);
+        for route in rest {
+            log.attempt(route, Answer::NotAsked);
+        }
+    }
+    log.attempts
+}
+
+/// Lends `route` a fresh sink from `new_sink` for `call`, and judges the
+/// result: a host-side sink failure stops the dispatch; a serializer that
+/// failed, or wrote no blob, failed.
+fn write_blobs<S: BlobSink>(
+    route: &Route,
+    entry: &str,
+    new_sink: &mut dyn FnMut(&Route) -> Result<S, Error>,
+    call: impl FnOnce(&dyn Serializer, &mut dyn BlobSink) -> Result<Written, CallError>,
+) -> Work<(S, Written)> {
+    let mut sink = match new_sink(route) {
+        Ok(sink) => CountingSink {
+            inner: sink,
+            blobs: 0,
+        },
+        Err(error) => return Work::Stopped(error),
+    };
+    let result = call(route.serializer.as_ref(), &mut sink);
+    if let Some(error) = sink.inner.take_host_failure() {
+        return Work::Stopped(error);
+    }
+    match result {
+        Ok(_) if sink.blobs == 0 => Work::Failed(CallError::new(
+            ErrorKind::Internal,
+            format!("{entry} wrote no blob"),
+        )),
+        Ok(written) => Work::Done((sink.inner, written)),
+        Err(error) => Work::Failed(error),
+    }
 }
 
 /// Counts the blobs a serializer starts, to catch "wrote no blob".

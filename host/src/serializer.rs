@@ -66,11 +66,22 @@ impl fmt::Display for CallError {
 }
 
 /// Where serialized blobs go (the store's writer, or memory in tests).
+///
+/// The `String` errors are what the serializer is told (they cross the
+/// ABI). A failure that is the host's own — the store could not take the
+/// bytes — is kept typed on this side of the sink and handed back through
+/// [`BlobSink::take_host_failure`] after the call, so dispatch reports it as
+/// itself and never blames the serializer for it.
 pub trait BlobSink {
     /// Starts a blob named `name`.
     fn begin_blob(&mut self, name: &str) -> Result<(), String>;
     /// Appends to the current blob.
     fn write(&mut self, bytes: &[u8]) -> Result<(), String>;
+    /// The host-side failure behind an error this sink returned, if any
+    /// (the default: a sink whose failures are all the serializer's).
+    fn take_host_failure(&mut self) -> Option<crate::Error> {
+        None
+    }
 }
 
 /// A sink that keeps blobs in memory.

@@ -128,7 +128,7 @@ pub fn get(host: &Host, name: &str, output: Option<&Path>, raw: bool) -> Result<
 }
 
 fn get_raw(host: &Host, name: &str, output: Option<&Path>) -> Result<()> {
-    let (record, blobs) = host.load_raw(name, true)?;
+    let (record, blobs) = host.load_raw(name, stowage::Verify::Hash)?;
     match (blobs.as_slice(), output) {
         ([(_, data)], output) => {
             let mut out = FileOutput::open(output)?;

@@ -84,6 +84,15 @@ fn str_pairs(pairs: &[(String, String)]) -> Vec<AbiStrPair<'_>> {
         .collect()
 }
 
+/// The SDK's own rendering of an artifact with no `describe` (type,
+/// encoding, blob sizes), so a 1.0 plugin's artifacts read the same in
+/// `show` as a plugin that kept the SDK's default.
+pub fn generic_description(meta: &ArtifactMeta) -> String {
+    let parts = MetaParts::new(meta);
+    let abi = parts.abi(meta);
+    stowage_plugin_api::generic_description(&stowage_plugin_api::MetadataRef::from_abi(&abi))
+}
+
 /// Borrowed ABI parts of an [`ArtifactMeta`], alive for one call.
 struct MetaParts<'m> {
     info: Vec<AbiStrPair<'m>>,

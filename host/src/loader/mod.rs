@@ -47,7 +47,7 @@ use stowage_plugin_api::abi::{
 
 pub use convert::PreparedValue;
 pub use file_probe::{check_library_file, FileProbe};
-pub use foreign::ForeignPlugin;
+pub use foreign::{generic_description, ForeignPlugin};
 
 use crate::serializer::PluginInfo;
 use crate::value::Kind;

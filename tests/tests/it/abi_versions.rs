@@ -68,14 +68,14 @@ fn capability_added_in_1_1_falls_back_to_generic_rendering() {
     };
     let blobs = vec![("lines".to_owned(), Buffer::from_vec(b"a\nb".to_vec()))];
     let described = host
-        .describe(&meta, ("legacy", "1.0.0"), &blobs)
+        .describe(&meta, &stowage::WrittenBy::new("legacy", "1.0.0"), &blobs)
         .expect("describes");
     assert_eq!(
         described.output,
         "list (legacy-lines v1)\n  blob lines: 3 bytes"
     );
     let loaded = host
-        .deserialize(&meta, ("legacy", "1.0.0"), &blobs)
+        .deserialize(&meta, &stowage::WrittenBy::new("legacy", "1.0.0"), &blobs)
         .expect("loads");
     assert_eq!(
         loaded.output,

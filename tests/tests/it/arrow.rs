@@ -207,7 +207,11 @@ fn compression_option_rewrites_files_pyarrow_reads_equal() {
         let name = artifact_name(input);
         let opt = format!("compression={codec}");
         StowageCmd::new(&dir, &["put", &name, path_str(input), "--opt", &opt]).ok();
-        let record = dir.host().load_raw(&name, true).expect("load raw").0;
+        let record = dir
+            .host()
+            .load_raw(&name, stowage::Verify::Hash)
+            .expect("load raw")
+            .0;
         let info = &record.meta.serializer_info;
         assert!(
             info.contains(&("compression".to_owned(), (*codec).to_owned())),

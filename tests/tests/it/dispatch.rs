@@ -131,7 +131,11 @@ fn panic_in_can_deserialize_skips_to_next_reader() {
     let (_dir, host) = panicky_and_echo();
     let meta = echo_meta(&[("panic", "panic:can_deserialize")]);
     let loaded = host
-        .deserialize(&meta, ("echo", "1.2.0"), &blob("hello"))
+        .deserialize(
+            &meta,
+            &stowage::WrittenBy::new("echo", "1.2.0"),
+            &blob("hello"),
+        )
         .expect("loads");
     assert_eq!(
         (loaded.route.name.as_str(), loaded.output),
@@ -146,7 +150,7 @@ fn panic_in_deserialize_skips_to_next_reader() {
     let loaded = host
         .deserialize(
             &echo_meta(&[]),
-            ("echo", "1.2.0"),
+            &stowage::WrittenBy::new("echo", "1.2.0"),
             &blob("panic:deserialize"),
         )
         .expect("loads");
@@ -181,7 +185,7 @@ fn panic_in_export_and_describe_skip_to_next_reader() {
     let exported = host
         .export(
             &echo_meta(&[]),
-            ("echo", "1.2.0"),
+            &stowage::WrittenBy::new("echo", "1.2.0"),
             &blob("panic:export"),
             &mut file,
         )
@@ -194,7 +198,11 @@ fn panic_in_export_and_describe_skip_to_next_reader() {
 
     let (_dir, host) = panicky_and_echo();
     let described = host
-        .describe(&echo_meta(&[]), ("echo", "1.2.0"), &blob("panic:describe"))
+        .describe(
+            &echo_meta(&[]),
+            &stowage::WrittenBy::new("echo", "1.2.0"),
+            &blob("panic:describe"),
+        )
         .expect("describes");
     assert_eq!(described.output, "echo string: panic:describe");
     assert_counted_panic(&host, "describe");
@@ -302,7 +310,7 @@ fn loaded_value_round_trips_through_a_plugin() {
             .map(|(n, d)| (n, Buffer::from_vec(d)))
             .collect();
         let loaded = host
-            .deserialize(&meta, ("echo", "1.2.0"), &blobs)
+            .deserialize(&meta, &stowage::WrittenBy::new("echo", "1.2.0"), &blobs)
             .expect("loads");
         assert_eq!(loaded.output, value);
     }
@@ -331,4 +339,50 @@ fn host_dispatches_from_many_threads_while_rescanning() {
         });
     });
     assert_eq!(status_of(&host, "echo").dispatch_errors, 0);
+}
+
+/// A failure of the store while a plugin writes (here EFBIG: the process
+/// may not grow a file past 1 MiB) is the host's, not the plugin's: the put
+/// fails with the store's own error, the plugin is not skipped or blamed,
+/// and the next plugin that would take the file (rival) is not tried.
+#[test]
+fn a_store_failure_while_writing_blames_no_plugin_and_tries_no_other() {
+    let dir = TestDir::new("store-efbig");
+    dir.install("fixture-echo", "stowage_echo");
+    dir.install("fixture-rival", "stowage_rival");
+    // 4 MiB that zstd cannot shrink: stored as its own temp file.
+    let mut file = b"ECHO\n".to_vec();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    file.extend((0..4 << 20).map(|_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u8
+    }));
+    std::fs::write(dir.root.join("big.echo"), &file).expect("write");
+    let stowage = stowage_tests::artifacts().stowage.clone();
+    // SIGXFSZ ignored (a trap of "" is inherited through exec), so a write
+    // past the limit fails with EFBIG instead of killing the process.
+    let output = std::process::Command::new("sh")
+        .args(["-c", "trap '' XFSZ; ulimit -f 2048; exec \"$0\" \"$@\""])
+        .arg(&stowage)
+        .args(["put", "big", "big.echo"])
+        .current_dir(&dir.root)
+        .env_remove("STOWAGE_CONFIG")
+        .env_remove("STOWAGE_PLUGINS")
+        .output()
+        .expect("sh runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    let tmp = dir.root.join("store").join("tmp");
+    let tmp = tmp.canonicalize().unwrap_or(tmp);
+    assert!(
+        stderr.starts_with(&format!("error: i/o error on {}/", tmp.display()))
+            && stderr.ends_with(": File too large (os error 27)\n")
+            && stderr.lines().count() == 1,
+        "one line naming the store's failure, no plugin skipped; got:\n{stderr}"
+    );
+    let host = dir.host();
+    let ls = host.store().expect("store").list();
+    assert!(ls.is_empty(), "nothing committed: {ls:?}");
 }
