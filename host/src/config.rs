@@ -67,13 +67,11 @@ use semver::VersionReq;
 use toml_edit::{ImDocument, Item, Key, Table, TableLike, Value};
 
 use crate::fallback::FALLBACK_NAME;
+pub use crate::fallback::FALLBACK_PRIORITY;
+pub use crate::serializer::{is_valid_plugin_name, MAX_PLUGIN_PRIORITY};
 
 /// The config file used when neither `--config` nor `STOWAGE_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "plugins.toml";
-/// Priority of the built-in `msgpack` fallback (tried last).
-pub const FALLBACK_PRIORITY: u32 = 9999;
-/// Highest priority a plugin may have; configured values above it are clamped.
-pub const MAX_PLUGIN_PRIORITY: u32 = 9998;
 
 /// `[host] dir` when absent, relative to the config file.
 const DEFAULT_PLUGIN_DIR: &str = "plugin-libs";
@@ -443,14 +441,6 @@ pub fn resolve_config_path(flag: Option<&Path>, env: Option<&OsStr>) -> (PathBuf
         (None, Some(env)) if !env.is_empty() => (PathBuf::from(env), true),
         _ => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
     }
-}
-
-/// Whether `name` can name a plugin: `[A-Za-z0-9_-]+`.
-pub fn is_valid_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `STOWAGE_PLUGINS="-arrow,+tensor"`: toggles for one process, applied over

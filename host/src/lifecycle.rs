@@ -39,11 +39,11 @@ use std::time::{Instant, SystemTime};
 
 use semver::VersionReq;
 
-use crate::config::{Config, PluginEntry, FALLBACK_PRIORITY, MAX_PLUGIN_PRIORITY};
-use crate::fallback::{Fallback, FALLBACK_NAME};
+use crate::config::{Config, PluginEntry};
+use crate::fallback::{Fallback, FALLBACK_NAME, FALLBACK_PRIORITY};
 use crate::loader::{self, Checks, LoadError, Opened};
 use crate::registry::{DispatchTable, Route, Stats};
-use crate::serializer::{PluginInfo, Serializer};
+use crate::serializer::{PluginInfo, Serializer, MAX_PLUGIN_PRIORITY};
 
 /// A serializer's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
