@@ -15,14 +15,17 @@ use std::io::Write;
 use semver::Version;
 use stowage_plugin_api::encodings::MSGPACK;
 
-use crate::config::FALLBACK_PRIORITY;
 use crate::serializer::{
-    ArtifactMeta, BlobSink, CallError, CallValue, ErrorKind, PluginInfo, Serializer, Written,
+    host_interface, ArtifactMeta, BlobSink, CallError, CallValue, ErrorKind, PluginInfo,
+    Serializer, Written, MAX_PLUGIN_PRIORITY,
 };
 use crate::value::{Buffer, Kind, Value};
 
 /// The fallback's name (reserved: no plugin may take it).
 pub const FALLBACK_NAME: &str = "msgpack";
+/// The fallback's priority: one past the highest a plugin may have, so it is
+/// tried last.
+pub const FALLBACK_PRIORITY: u32 = MAX_PLUGIN_PRIORITY + 1;
 /// Format version of the `msgpack` encoding.
 pub const MSGPACK_FORMAT_VERSION: u32 = 1;
 /// The one blob a fallback artifact has.
@@ -41,7 +44,7 @@ impl Default for Fallback {
             info: PluginInfo {
                 name: FALLBACK_NAME.to_owned(),
                 version: Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0)),
-                interface_version: crate::loader::host_interface(),
+                interface_version: host_interface(),
                 default_priority: FALLBACK_PRIORITY,
                 kinds: vec![
                     Kind::Null,

@@ -4,15 +4,32 @@
 //!
 //! Invariant: nothing here names an ABI type; the loader converts at its
 //! edge.
+//!
+//! It also owns the rules a declaration is checked against, which config,
+//! loader and fallback all read: the plugin-name rule
+//! ([`is_valid_plugin_name`]), the highest plugin priority
+//! ([`MAX_PLUGIN_PRIORITY`]) and the interface version the host speaks
+//! ([`host_interface`]). This module imports only value types, plugin-api
+//! and the leaf `loader/convert.rs`, so every side imports them without a
+//! circle.
+//!
+//! Decision: [`CallValue`] keeps its cache of the ABI form
+//! (`PreparedValue`) here, opaque, because the [`Serializer`] trait passes a
+//! `CallValue` to every candidate of one dispatch and the form must be built
+//! once for all of them, whichever serializer (foreign or the fallback) is
+//! asked. The type comes from `loader/convert.rs`, a leaf that names only
+//! value types and plugin-api (it reports a malformed plugin value with its
+//! own error, never a [`CallError`]), so this module stays below the loader.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
 
 use semver::{Version, VersionReq};
+use stowage_plugin_api::abi::{INTERFACE_MAJOR, INTERFACE_MINOR};
 pub use stowage_plugin_api::ErrorKind;
 
-use crate::loader::PreparedValue;
+use crate::loader::convert::PreparedValue;
 use crate::value::{Buffer, Kind, Value};
 
 /// What a serializer declared about itself, validated.
@@ -38,6 +55,22 @@ pub struct PluginInfo {
     pub option_keys: Vec<String>,
     /// Whether it has the 1.1 `describe` entry point.
     pub has_describe: bool,
+}
+
+/// Highest priority a plugin may have; configured values above it are clamped.
+pub const MAX_PLUGIN_PRIORITY: u32 = 9998;
+
+/// Whether `name` can name a plugin: `[A-Za-z0-9_-]+`.
+pub fn is_valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The host's interface version, `major.minor`.
+pub fn host_interface() -> String {
+    format!("{INTERFACE_MAJOR}.{INTERFACE_MINOR}")
 }
 
 /// A failed call into a serializer: the serializer's own kind and message.

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use stowage_plugin_api::abi::{AbiOwnedValue, AbiValue, FLAG_HAS_MODULE};
 use stowage_plugin_api::{AbiTree, ArrowBatch, Kind};
 
-use crate::serializer::{CallError, ErrorKind};
 use crate::value::{ArrowTable, Buffer, ClassSource, Tensor, TensorMap, Value};
 
 /// A host value in ABI form, reusable across the calls of one dispatch.
@@ -137,12 +136,18 @@ impl Drop for ForeignOwner {
     }
 }
 
+/// A value a plugin returned that this host cannot hold. The caller reports
+/// it as the plugin's `Internal` error; this leaf names no serializer type
+/// (the serializer module imports [`PreparedValue`] from here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Malformed(pub(super) String);
+
 /// Converts a value returned by a plugin, keeping `inputs` (the blobs it was
 /// given) alive for as long as any payload of the result.
 pub(super) fn value_from_owned(
     owned: AbiOwnedValue,
     inputs: Vec<Buffer>,
-) -> Result<Value, CallError> {
+) -> Result<Value, Malformed> {
     let root = owned.value;
     let owner: Arc<dyn Send + Sync> = Arc::new(ForeignOwner {
         owner: owned.owner,
@@ -152,12 +157,12 @@ pub(super) fn value_from_owned(
     read(&root, &owner)
 }
 
-fn read(node: &AbiValue<'_>, owner: &Arc<dyn Send + Sync>) -> Result<Value, CallError> {
+fn read(node: &AbiValue<'_>, owner: &Arc<dyn Send + Sync>) -> Result<Value, Malformed> {
     let Some(kind) = Kind::from_tag(node.kind.0) else {
-        return Err(CallError::new(
-            ErrorKind::Internal,
-            format!("plugin returned unknown value kind tag {}", node.kind.0),
-        ));
+        return Err(Malformed(format!(
+            "plugin returned unknown value kind tag {}",
+            node.kind.0
+        )));
     };
     let buffer = |bytes: &[u8]| {
         // SAFETY: the plugin lends these bytes until `release`, which runs
@@ -187,7 +192,7 @@ fn read(node: &AbiValue<'_>, owner: &Arc<dyn Send + Sync>) -> Result<Value, Call
                 .iter()
                 .zip(node.items.iter())
                 .map(|(k, v)| Ok((k.to_string(), read(v, owner)?)))
-                .collect::<Result<_, CallError>>()?,
+                .collect::<Result<_, Malformed>>()?,
         ),
         Kind::Tensor => Value::Tensor(tensor(node)),
         Kind::TensorMap => Value::TensorMap(TensorMap {
@@ -211,10 +216,9 @@ fn read(node: &AbiValue<'_>, owner: &Arc<dyn Send + Sync>) -> Result<Value, Call
                 // once and left released for the owner's drop.
                 let batch = unsafe { (*node.arrow.add(i)).take() };
                 if batch.schema.release.is_none() || batch.array.release.is_none() {
-                    return Err(CallError::new(
-                        ErrorKind::Internal,
-                        format!("plugin returned arrow batch {i} already released"),
-                    ));
+                    return Err(Malformed(format!(
+                        "plugin returned arrow batch {i} already released"
+                    )));
                 }
                 // The batch may point into the blobs the plugin was lent
                 // (a zero-copy load from the mapped file): every node keeps
@@ -226,18 +230,13 @@ fn read(node: &AbiValue<'_>, owner: &Arc<dyn Send + Sync>) -> Result<Value, Call
         Kind::ClassSource => Value::ClassSource(ClassSource {
             qualname: node.text.to_string(),
             module: (node.flags & FLAG_HAS_MODULE != 0).then(|| node.text2.to_string()),
-            source: String::from_utf8(node.bytes.to_vec()).map_err(|_| {
-                CallError::new(
-                    ErrorKind::Internal,
-                    "plugin returned class source that is not UTF-8",
-                )
-            })?,
+            source: String::from_utf8(node.bytes.to_vec())
+                .map_err(|_| Malformed("plugin returned class source that is not UTF-8".into()))?,
         }),
         _ => {
-            return Err(CallError::new(
-                ErrorKind::Internal,
-                format!("plugin returned a {kind} value this host cannot hold"),
-            ))
+            return Err(Malformed(format!(
+                "plugin returned a {kind} value this host cannot hold"
+            )))
         }
     })
 }

@@ -17,7 +17,7 @@ use stowage_plugin_api::abi::{
 };
 use stowage_plugin_api::ErrorKind;
 
-use super::convert::value_from_owned;
+use super::convert::{value_from_owned, Malformed};
 use super::DescribeFn;
 use crate::serializer::{
     ArtifactMeta, BlobSink, CallError, CallValue, PluginInfo, Serializer, Written,
@@ -245,6 +245,7 @@ impl Serializer for ForeignPlugin {
         ))?;
         let inputs = blobs.iter().map(|(_, data)| data.clone()).collect();
         value_from_owned(owned, inputs)
+            .map_err(|Malformed(message)| CallError::new(ErrorKind::Internal, message))
     }
 
     fn sniff(&self, prefix: &[u8]) -> Result<bool, CallError> {

@@ -25,7 +25,7 @@
 //! Decision: only world-writable files and directories are refused
 //! (group-writable ones are common with a 002 umask and are allowed).
 
-mod convert;
+pub(crate) mod convert;
 mod file_probe;
 mod foreign;
 
@@ -49,7 +49,8 @@ pub use convert::PreparedValue;
 pub use file_probe::{check_library_file, FileProbe};
 pub use foreign::{generic_description, ForeignPlugin};
 
-use crate::serializer::PluginInfo;
+pub use crate::serializer::host_interface;
+use crate::serializer::{is_valid_plugin_name, PluginInfo};
 use crate::value::Kind;
 
 /// Why a library could not be made into a plugin. Each message is the
@@ -196,11 +197,6 @@ pub struct Checks<'a> {
     pub plugin_dir: &'a Path,
     /// Optional sha256 pin (lowercase hex).
     pub sha256: Option<&'a str>,
-}
-
-/// The host's interface version, `major.minor`.
-pub fn host_interface() -> String {
-    format!("{INTERFACE_MAJOR}.{INTERFACE_MINOR}")
 }
 
 /// Opens one library through every check above.
@@ -511,7 +507,7 @@ fn validate_declaration(
 ) -> Result<PluginInfo, LoadError> {
     let bad = |detail: String| LoadError::BadDeclaration { detail };
     let name = decl.name.into_string();
-    if !crate::config::is_valid_plugin_name(&name) {
+    if !is_valid_plugin_name(&name) {
         return Err(bad(format!("plugin name {name:?} is not [A-Za-z0-9_-]+")));
     }
     let version = Version::parse(decl.version.as_str()).map_err(|e| {

@@ -1,7 +1,10 @@
 //! House rules, checked on the source tree (after rust-analyzer's tidy):
 //! every source file opens with a `//!` header, every `unsafe` block or impl
 //! sits under a `// SAFETY:` comment, abi_stable is named only in plugin-api
-//! and the host's loader, and test names carry no `test_` prefix.
+//! and the host's loader, test names carry no `test_` prefix, and the
+//! host's files import each other without a circle ([`imports`]).
+
+mod imports;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -120,4 +123,16 @@ fn no_test_function_is_named_with_a_test_prefix() {
         offenders.is_empty(),
         "test functions named test_*: {offenders:?}"
     );
+}
+
+#[test]
+fn the_host_imports_without_a_circle() {
+    let root = workspace_root();
+    for crate_root in ["host/src/lib.rs", "host/src/main.rs"] {
+        let circles = imports::host_circles(&root.join(crate_root));
+        assert!(
+            circles.is_empty(),
+            "import circles in the crate of {crate_root}: {circles:?}"
+        );
+    }
 }

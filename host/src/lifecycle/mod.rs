@@ -8,17 +8,19 @@
 //! [`DispatchTable`] of active serializers. Every state change is logged on
 //! target `stowage::lifecycle`.
 //!
+//! Rooms: this file discovers candidates, opens libraries and keeps state
+//! across rescans; `resolve.rs` decides what a loaded candidate becomes
+//! (toggles, declaration checks, `requires`, pending, broken, cycles);
+//! `status.rs` holds what a rescan shows ([`State`], [`PluginStatus`],
+//! [`Snapshot`]).
+//!
 //! Invariants:
 //! - a library is opened at most once per file version; a loaded library is
 //!   never unloaded or reloaded (a changed file only raises a warning);
 //! - a failed open is remembered per file version, so a broken library's
 //!   initialisers do not rerun on every rescan; a missing shared-library
-//!   dependency, or any other `dlopen` failure, is retried on every rescan;
-//! - a cycle or a broken dependency makes a plugin broken, never pending.
+//!   dependency, or any other `dlopen` failure, is retried on every rescan.
 //!
-//! Decision: when two libraries declare the same name, the one discovered
-//! first keeps it (config tables in file order, then directory files by file
-//! name) and the later one is broken, naming both paths.
 //! Decision: before a directory library is opened its provisional name is its
 //! file stem without the platform prefix and a leading `stowage_`, with `_`
 //! read as `-` (the inverse of the default library stem of a config table),
@@ -27,206 +29,26 @@
 //! `_` are equivalent when matching toggles).
 //! Decision: a configured `priority` is shown whatever the state (pending,
 //! broken, disabled); an unloaded plugin without one shows none.
-//! Decision: a plugin requiring one whose version does not satisfy the
-//! requirement is broken (a loaded library cannot be replaced in-process).
+
+mod resolve;
+mod status;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use semver::VersionReq;
+pub use resolve::ResolveError;
+pub use status::{Origin, PluginStatus, Snapshot, State};
 
-use crate::config::{Config, PluginEntry, FALLBACK_PRIORITY, MAX_PLUGIN_PRIORITY};
-use crate::fallback::{Fallback, FALLBACK_NAME};
+use crate::config::{Config, PluginEntry};
+use crate::fallback::{Fallback, FALLBACK_NAME, FALLBACK_PRIORITY};
 use crate::loader::{self, Checks, LoadError, Opened};
 use crate::registry::{DispatchTable, Route, Stats};
-use crate::serializer::{PluginInfo, Serializer};
-
-/// A serializer's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// Discovered, not (yet) loaded.
-    Known,
-    /// Being checked and opened.
-    Importing,
-    /// Loaded, compatible, requirements met: routed to.
-    Active,
-    /// Never routed to; `last_error` says why.
-    Broken,
-    /// Waiting for something that may still arrive; `awaiting` names it.
-    Pending,
-    /// Turned off by a toggle.
-    Disabled,
-}
-
-impl State {
-    /// The fixed name used in status output.
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Known => "known",
-            State::Importing => "importing",
-            State::Active => "active",
-            State::Broken => "broken",
-            State::Pending => "pending",
-            State::Disabled => "disabled",
-        }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Where a serializer was found (SPEC §7 also names `bundled`, for the
-/// Python package's plugins, which this crate does not produce).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// A `[plugins.NAME]` table.
-    Config,
-    /// A library file in the plugin directory without a table.
-    Directory,
-    /// The built-in fallback (even when a `[plugins.msgpack]` table
-    /// configures it).
-    Builtin,
-}
-
-impl Origin {
-    /// The fixed name used in status output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Origin::Config => "config",
-            Origin::Directory => "directory",
-            Origin::Builtin => "builtin",
-        }
-    }
-}
-
-/// Why a loaded plugin cannot be active (siblings of [`LoadError`]).
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
-    /// The plugin's version is outside the config's `version` requirement.
-    #[error("plugin version {version} does not satisfy the config's requirement {requirement}")]
-    VersionOutsideRequirement {
-        /// Declared version.
-        version: String,
-        /// Configured requirement.
-        requirement: String,
-    },
-    /// Another library (or the built-in fallback) has the name.
-    #[error("duplicate plugin name {name}: {first} and {second}")]
-    Duplicate {
-        /// The name.
-        name: String,
-        /// Who has it.
-        first: String,
-        /// Who wanted it too.
-        second: String,
-    },
-    /// A `[plugins.X]` table loads a library declaring another name.
-    #[error("[plugins.{table}] loads {path}, which declares the name {declared}")]
-    NameMismatch {
-        /// The table.
-        table: String,
-        /// The library.
-        path: String,
-        /// The name it declares.
-        declared: String,
-    },
-    /// Plugins requiring each other in a loop.
-    #[error("dependency cycle: {0}")]
-    Cycle(String),
-    /// A required plugin is broken.
-    #[error("dependency {0} is broken")]
-    DependencyBroken(String),
-    /// A required plugin is active in a version outside the requirement.
-    #[error("requires {dependency} {requirement}, but {dependency} {version} is active")]
-    DependencyVersion {
-        /// The required plugin.
-        dependency: String,
-        /// The requirement.
-        requirement: String,
-        /// Its active version.
-        version: String,
-    },
-    /// `[plugins.X.options]` has a key the plugin does not accept.
-    #[error("config option {0}")]
-    ConfigOption(String),
-}
-
-/// One serializer's status row (what `stowage status` prints).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PluginStatus {
-    /// Name (declared, or provisional before loading).
-    pub name: String,
-    /// State.
-    pub state: State,
-    /// Effective priority.
-    pub priority: Option<u32>,
-    /// Plugin version, once loaded.
-    pub version: Option<String>,
-    /// Interface version it was built against, once loaded.
-    pub interface_version: Option<String>,
-    /// Library path (none for the built-in fallback).
-    pub library: Option<PathBuf>,
-    /// Kinds it claims.
-    pub kinds: Vec<String>,
-    /// Encodings it reads or writes.
-    pub encodings: Vec<String>,
-    /// What a pending plugin waits for.
-    pub awaiting: Option<String>,
-    /// Why it is broken, or its last dispatch failure.
-    pub last_error: Option<String>,
-    /// Dispatch failures in this host's life.
-    pub dispatch_errors: u64,
-    /// Time to open and check the library.
-    pub load_ms: Option<f64>,
-    /// Whether toggles leave it enabled.
-    pub enabled: bool,
-    /// Whether it is the built-in fallback.
-    pub builtin: bool,
-    /// Where it was found.
-    pub origin: Origin,
-}
-
-/// A status row plus its live counters.
-struct Row {
-    status: PluginStatus,
-    stats: Arc<Stats>,
-}
-
-/// The result of one rescan.
-pub struct Snapshot {
-    rows: Vec<Row>,
-    /// Active serializers, ready for dispatch.
-    pub table: DispatchTable,
-    /// Warnings for `status` (config, toggles, autoload, changed files).
-    pub warnings: Vec<String>,
-    /// The config this snapshot was built from.
-    pub config: Config,
-}
-
-impl Snapshot {
-    /// Status rows in `status` order, with live counters.
-    pub fn statuses(&self) -> Vec<PluginStatus> {
-        self.rows
-            .iter()
-            .map(|row| {
-                let mut status = row.status.clone();
-                status.dispatch_errors = row.stats.dispatch_errors();
-                if status.last_error.is_none() {
-                    status.last_error = row.stats.last_error();
-                }
-                status
-            })
-            .collect()
-    }
-}
+use crate::serializer::{PluginInfo, Serializer, MAX_PLUGIN_PRIORITY};
+use resolve::{apply_toggles, check_loaded, resolve_requirements, Candidate};
+use status::Row;
 
 /// Identity of a file version, to notice replacement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,40 +94,6 @@ pub struct Lifecycle {
     fallback: Arc<Fallback>,
 }
 
-/// One candidate during a rescan.
-struct Candidate {
-    name: String,
-    origin: Origin,
-    builtin: bool,
-    path: Option<PathBuf>,
-    entry: Option<PluginEntry>,
-    enabled: bool,
-    /// An unlisted library left alone because autoload is off.
-    autoload_off: bool,
-    state: State,
-    awaiting: Option<String>,
-    error: Option<String>,
-    serializer: Option<Arc<dyn Serializer>>,
-    load_ms: Option<f64>,
-}
-
-impl Candidate {
-    fn info(&self) -> Option<&PluginInfo> {
-        self.serializer.as_ref().map(|s| s.info())
-    }
-    fn is_candidate_for_active(&self) -> bool {
-        self.enabled && self.serializer.is_some() && self.error.is_none() && self.awaiting.is_none()
-    }
-    fn break_with(&mut self, reason: impl ToString) {
-        self.state = State::Broken;
-        self.error = Some(reason.to_string());
-    }
-    fn wait_for(&mut self, what: String) {
-        self.state = State::Pending;
-        self.awaiting = Some(what);
-    }
-}
-
 /// File name of the library for a stem on this platform.
 pub fn library_file_name(stem: &str) -> String {
     format!(
@@ -331,13 +119,6 @@ fn provisional_name(path: &Path) -> String {
     stem.strip_prefix("stowage_")
         .unwrap_or(stem)
         .replace('_', "-")
-}
-
-fn same_name(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .all(|(x, y)| x == y || (x == b'-' || x == b'_') && (y == b'-' || y == b'_'))
 }
 
 /// Library files directly in `dir`: platform suffix, no dotfiles, no `*.tmp`.
@@ -680,201 +461,4 @@ fn effective_priority(candidate: &Candidate, info: &PluginInfo) -> u32 {
     configured
         .unwrap_or(info.default_priority)
         .min(MAX_PLUGIN_PRIORITY)
-}
-
-fn apply_toggles(
-    candidates: &mut [Candidate],
-    toggles: &[(String, bool)],
-    warnings: &mut Vec<String>,
-) {
-    for (name, enabled) in toggles {
-        let mut matched = false;
-        for candidate in candidates.iter_mut().filter(|c| same_name(&c.name, name)) {
-            matched = true;
-            if !candidate.autoload_off {
-                candidate.enabled = *enabled;
-            }
-        }
-        if !matched {
-            warnings.push(format!("STOWAGE_PLUGINS names unknown plugin {name}"));
-        }
-    }
-    for candidate in candidates
-        .iter_mut()
-        .filter(|c| !c.enabled && !c.autoload_off)
-    {
-        candidate.state = State::Disabled;
-    }
-}
-
-/// Checks that need the declaration: names, versions, options, duplicates.
-fn check_loaded(candidates: &mut [Candidate]) {
-    let mut owners: HashMap<String, String> = HashMap::new();
-    owners.insert(FALLBACK_NAME.to_owned(), "built-in fallback".to_owned());
-    for candidate in candidates.iter_mut() {
-        if candidate.builtin || candidate.state == State::Disabled {
-            continue;
-        }
-        let Some(info) = candidate.info().cloned() else {
-            continue;
-        };
-        if candidate.error.is_some() {
-            continue;
-        }
-        let path = candidate
-            .path
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if candidate.origin == Origin::Config && info.name != candidate.name {
-            candidate.break_with(ResolveError::NameMismatch {
-                table: candidate.name.clone(),
-                path,
-                declared: info.name.clone(),
-            });
-            continue;
-        }
-        if let Some(requirement) = candidate.entry.as_ref().and_then(|e| e.version.as_ref()) {
-            if !requirement.matches(&info.version) {
-                candidate.break_with(ResolveError::VersionOutsideRequirement {
-                    version: info.version.to_string(),
-                    requirement: requirement.to_string(),
-                });
-                continue;
-            }
-        }
-        if let Some(entry) = &candidate.entry {
-            if let Some((key, _)) = entry
-                .options
-                .iter()
-                .find(|(k, _)| !info.option_keys.contains(k))
-            {
-                candidate.break_with(ResolveError::ConfigOption(crate::registry::unknown_option(
-                    key,
-                    &info.option_keys,
-                )));
-                continue;
-            }
-        }
-        match owners.get(&info.name) {
-            Some(first) => {
-                let first = first.clone();
-                candidate.break_with(ResolveError::Duplicate {
-                    name: info.name.clone(),
-                    first,
-                    second: path,
-                });
-            }
-            None => {
-                owners.insert(info.name.clone(), path);
-            }
-        }
-    }
-}
-
-/// How a candidate's requirements resolve.
-#[derive(Clone)]
-enum Resolution {
-    Ready,
-    Waiting(String),
-    Broken(ResolveError),
-}
-
-fn resolve_requirements(candidates: &mut [Candidate]) {
-    let mut memo: Vec<Option<Resolution>> = vec![None; candidates.len()];
-    let mut stack = Vec::new();
-    for i in 0..candidates.len() {
-        resolve(i, candidates, &mut memo, &mut stack);
-    }
-    for (candidate, resolution) in candidates.iter_mut().zip(memo) {
-        match resolution {
-            Some(Resolution::Waiting(what)) => candidate.wait_for(what),
-            Some(Resolution::Broken(error)) => candidate.break_with(error),
-            _ => {}
-        }
-    }
-}
-
-fn resolve(
-    i: usize,
-    candidates: &[Candidate],
-    memo: &mut Vec<Option<Resolution>>,
-    stack: &mut Vec<usize>,
-) -> Resolution {
-    if let Some(done) = &memo[i] {
-        return done.clone();
-    }
-    if let Some(at) = stack.iter().position(|&j| j == i) {
-        let mut names: Vec<&str> = stack[at..]
-            .iter()
-            .map(|&j| candidates[j].name.as_str())
-            .collect();
-        names.push(&candidates[i].name);
-        let cycle = ResolveError::Cycle(names.join(" -> "));
-        for &j in &stack[at..] {
-            memo[j] = Some(Resolution::Broken(cycle.clone()));
-        }
-        return Resolution::Broken(cycle);
-    }
-    let candidate = &candidates[i];
-    if !candidate.is_candidate_for_active() {
-        // Not resolvable here: its own state stands.
-        return Resolution::Ready;
-    }
-    let requires: Vec<(String, VersionReq)> = candidate
-        .info()
-        .map(|i| i.requires.clone())
-        .unwrap_or_default();
-    stack.push(i);
-    let mut outcome = Resolution::Ready;
-    for (dependency, requirement) in requires {
-        let found = candidates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| same_name(&c.name, &dependency))
-            .min_by_key(|(_, c)| !c.is_candidate_for_active());
-        let this = match found {
-            None => Resolution::Waiting(dependency.clone()),
-            Some((_, dep)) if !dep.enabled => {
-                Resolution::Waiting(format!("{dependency} (disabled)"))
-            }
-            Some((_, dep)) if dep.state == State::Broken => {
-                Resolution::Broken(ResolveError::DependencyBroken(dependency.clone()))
-            }
-            Some((_, dep)) if !dep.is_candidate_for_active() => {
-                Resolution::Waiting(dependency.clone())
-            }
-            Some((j, dep)) => match resolve(j, candidates, memo, stack) {
-                Resolution::Broken(ResolveError::Cycle(cycle)) if memo[i].is_some() => {
-                    Resolution::Broken(ResolveError::Cycle(cycle))
-                }
-                Resolution::Broken(_) => {
-                    Resolution::Broken(ResolveError::DependencyBroken(dependency.clone()))
-                }
-                Resolution::Waiting(_) => Resolution::Waiting(dependency.clone()),
-                Resolution::Ready => match dep.info() {
-                    Some(info) if !requirement.matches(&info.version) => {
-                        Resolution::Broken(ResolveError::DependencyVersion {
-                            dependency: dependency.clone(),
-                            requirement: requirement.to_string(),
-                            version: info.version.to_string(),
-                        })
-                    }
-                    _ => Resolution::Ready,
-                },
-            },
-        };
-        outcome = match (outcome, this) {
-            (Resolution::Broken(e), _) | (_, Resolution::Broken(e)) => Resolution::Broken(e),
-            (Resolution::Waiting(w), _) | (_, Resolution::Waiting(w)) => Resolution::Waiting(w),
-            _ => Resolution::Ready,
-        };
-    }
-    stack.pop();
-    // A cycle found deeper down has already marked this candidate.
-    if let Some(done) = &memo[i] {
-        return done.clone();
-    }
-    memo[i] = Some(outcome.clone());
-    outcome
 }
