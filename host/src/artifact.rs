@@ -30,7 +30,9 @@ use std::io::{self, Write};
 
 use stowage_plugin_api::encodings::{ARROW_IPC_FILE, SAFETENSORS};
 
-use crate::registry::{DispatchError, DispatchTable, Dispatched, Route, Skipped, Work, WrittenBy};
+use crate::registry::{
+    DispatchError, DispatchTable, Dispatched, Failure, Route, Skipped, Work, WrittenBy,
+};
 use crate::serializer::{ArtifactMeta, BlobSink, Written};
 use crate::store::{
     ArtifactWriter, BlobData, BlobLayout, PendingArtifact, Record, RecordMeta, Store, StoreError,
@@ -220,22 +222,22 @@ pub(crate) fn export(
         touched: false,
         failure: None,
     };
-    table.with_reader(meta, writer, "export", &mut |serializer| {
+    let dispatched = table.with_reader(meta, writer, "export", &mut |serializer| {
         let result = serializer.export(meta, blobs, &mut out);
         if let Some(error) = out.failure.take() {
-            return Work::Stopped(Error::Output(error));
+            return Work::Stopped(Failure::Output(error));
         }
         match result {
-            Err(error) if out.touched => Work::Stopped(
-                DispatchError::PartialExport {
+            Err(error) if out.touched => {
+                Work::Stopped(Failure::NoWinner(DispatchError::PartialExport {
                     plugin: serializer.info().name.clone(),
                     error,
-                }
-                .into(),
-            ),
+                }))
+            }
             result => Work::from(result),
         }
-    })
+    })?;
+    Ok(dispatched)
 }
 
 /// An artifact's WIRE rendering; a reader without `describe` (a 1.0
@@ -246,13 +248,13 @@ pub(crate) fn describe(
     writer: &WrittenBy,
     blobs: &[(String, Buffer)],
 ) -> Result<Dispatched<String>, Error> {
-    table.with_reader(meta, writer, "describe", &mut |serializer| {
-        Work::from(
-            serializer.describe(meta, blobs).map(|rendering| {
+    let dispatched =
+        table.with_reader(meta, writer, "describe", &mut |serializer| {
+            Work::from(serializer.describe(meta, blobs).map(|rendering| {
                 rendering.unwrap_or_else(|| crate::loader::generic_description(meta))
-            }),
-        )
-    })
+            }))
+        })?;
+    Ok(dispatched)
 }
 
 /// The metadata a reader sees for a record.
@@ -334,7 +336,7 @@ impl<'s, 'p> StoreSink<'s, 'p> {
         name: &str,
         route: &Route,
         progress: &'p dyn Fn(u64),
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, Failure> {
         let writes = &route.serializer.info().writes;
         let layout = if writes
             .iter()
@@ -411,8 +413,8 @@ impl BlobSink for StoreSink<'_, '_> {
         Ok(())
     }
 
-    fn take_host_failure(&mut self) -> Option<Error> {
-        self.failure.take().map(Error::Store)
+    fn take_host_failure(&mut self) -> Option<StoreError> {
+        self.failure.take()
     }
 }
 

@@ -1,14 +1,13 @@
-//! [`Error`], what every [`Host`](crate::Host) call can fail with, and the
-//! rule for quoting user- and plugin-supplied text in any error message
-//! ([`quote_capped`]).
+//! [`Error`], what every [`Host`](crate::Host) call can fail with.
 //!
 //! Each boundary keeps its own enum (`ConfigError`, `DispatchError`,
 //! `StoreError`, `JsonError`); this one wraps them and adds the artifact a
 //! failure is about.
 
 use crate::config::ConfigError;
-use crate::registry::DispatchError;
+use crate::registry::{DispatchError, Failure};
 use crate::store::StoreError;
+use crate::text::quote_capped;
 use crate::value::JsonError;
 
 /// Everything a [`Host`] call can fail with.
@@ -56,6 +55,16 @@ pub enum Error {
         /// Why.
         source: Box<Error>,
     },
+}
+
+impl From<Failure> for Error {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::NoWinner(error) => Error::Dispatch(error),
+            Failure::Store(error) => Error::Store(error),
+            Failure::Output(error) => Error::Output(error),
+        }
+    }
 }
 
 /// What was being done to an artifact when it failed.
@@ -121,42 +130,9 @@ fn input_label(input: &str) -> String {
 /// Characters of an artifact or file name quoted in errors.
 pub const MAX_QUOTED_NAME: usize = 80;
 
-/// `text` as errors quote it: control characters escaped (`\n`, `\u{1b}`)
-/// and at most `max_chars` characters, a longer text cut and marked
-/// `… (N bytes)` with its full length. Every error quoting user- or
-/// plugin-supplied text of unbounded length (option keys and values, names,
-/// plugin messages, JSON literals) goes through this.
-pub fn quote_capped(text: &str, max_chars: usize) -> String {
-    let mut out = String::new();
-    let mut chars = 0;
-    for c in text.chars() {
-        let escaped: String = if c.is_control() {
-            c.escape_default().collect()
-        } else {
-            c.to_string()
-        };
-        chars += escaped.chars().count();
-        if chars > max_chars {
-            out.push_str(&format!("… ({} bytes)", text.len()));
-            return out;
-        }
-        out.push_str(&escaped);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quote_capped_escapes_controls_and_cuts_with_the_full_length() {
-        assert_eq!(quote_capped("plain", 80), "plain");
-        assert_eq!(quote_capped("a\tb\u{1b}", 80), "a\\tb\\u{1b}");
-        assert_eq!(quote_capped("ééééé", 3), "ééé… (10 bytes)");
-        assert_eq!(quote_capped("ab\ncd", 3), "ab… (5 bytes)");
-        assert_eq!(quote_capped(&"x".repeat(80), 80), "x".repeat(80));
-    }
 
     #[test]
     fn storing_names_content_errors_and_passes_store_errors_through() {

@@ -194,7 +194,7 @@ impl Host {
         writer: &WrittenBy,
         blobs: &[(String, Buffer)],
     ) -> Result<Dispatched<Value>, Error> {
-        self.snapshot().table.deserialize(meta, writer, blobs)
+        Ok(self.snapshot().table.deserialize(meta, writer, blobs)?)
     }
 
     /// Writes an artifact in its standard file format to `out`, streaming

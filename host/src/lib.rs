@@ -44,10 +44,11 @@ pub mod value;
 
 pub use artifact::{Loaded, Saved};
 pub use config::{Config, ConfigError};
-pub use error::{quote_capped, Action, Error, MAX_QUOTED_NAME};
+pub use error::{Action, Error, MAX_QUOTED_NAME};
 pub use host::{Host, HostOptions, Serialized};
 pub use lifecycle::{Origin, PluginStatus, Snapshot, State};
 pub use registry::{Answer, Attempt, DispatchError, Skipped, WrittenBy};
 pub use serializer::{ArtifactMeta, BlobSink, MemorySink, Written};
 pub use store::{Record, Store, StoreError, Verify};
+pub use text::quote_capped;
 pub use value::{ArrowTable, Buffer, ClassSource, JsonError, Kind, Tensor, TensorMap, Value};

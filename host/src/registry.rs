@@ -38,8 +38,9 @@ use std::sync::{Arc, Mutex};
 use crate::serializer::{
     ArtifactMeta, BlobSink, CallError, CallValue, ErrorKind, Serializer, Written,
 };
+use crate::store::StoreError;
+use crate::text::quote_capped;
 use crate::value::{Buffer, Kind, Value};
-use crate::{quote_capped, Error};
 
 /// Characters of a plugin's message quoted in errors and `last_error`.
 pub const MAX_QUOTED_MESSAGE: usize = 500;
@@ -232,6 +233,24 @@ pub enum DispatchError {
     },
 }
 
+/// Why a dispatch returned no winner: every candidate declined or failed
+/// ([`DispatchError`]), or the host's own side failed while a candidate
+/// worked — the store could not take a blob, the output could not take an
+/// export. Then the dispatch stops: no candidate is blamed and no other is
+/// tried.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// No candidate could do it.
+    #[error(transparent)]
+    NoWinner(#[from] DispatchError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing an exported file to its output failed.
+    #[error("cannot write the exported file: {0}")]
+    Output(#[source] std::io::Error),
+}
+
 /// The rule's headline: when exactly one candidate recognised the input and
 /// refused it, `PLUGIN: MESSAGE`, followed by the other candidates that
 /// failed (declines are left out); `None` otherwise.
@@ -389,8 +408,8 @@ impl DispatchTable {
         &self,
         value: &Value,
         call_options: &[(String, String)],
-        new_sink: &mut dyn FnMut(&Route) -> Result<S, Error>,
-    ) -> Result<Dispatched<(S, Written)>, Error> {
+        new_sink: &mut dyn FnMut(&Route) -> Result<S, Failure>,
+    ) -> Result<Dispatched<(S, Written)>, Failure> {
         let call_value = CallValue::new(value);
         let mut log = Log::default();
         let winner = walk(
@@ -448,8 +467,8 @@ impl DispatchTable {
         prefix: &[u8],
         only: Option<&str>,
         call_options: &[(String, String)],
-        new_sink: &mut dyn FnMut(&Route) -> Result<S, Error>,
-    ) -> Result<Dispatched<(S, Written)>, Error> {
+        new_sink: &mut dyn FnMut(&Route) -> Result<S, Failure>,
+    ) -> Result<Dispatched<(S, Written)>, Failure> {
         let candidates: &[Arc<Route>] = match only {
             Some(name) => match self.ordered.iter().position(|r| r.name == name) {
                 Some(at) => &self.ordered[at..=at],
@@ -495,7 +514,7 @@ impl DispatchTable {
         writer: &WrittenBy,
         entry: &'static str,
         call: &mut dyn FnMut(&dyn Serializer) -> Work<T>,
-    ) -> Result<Dispatched<T>, Error> {
+    ) -> Result<Dispatched<T>, Failure> {
         let readers = self
             .ordered
             .iter()
@@ -531,7 +550,7 @@ impl DispatchTable {
         meta: &ArtifactMeta,
         writer: &WrittenBy,
         blobs: &[(String, Buffer)],
-    ) -> Result<Dispatched<Value>, Error> {
+    ) -> Result<Dispatched<Value>, Failure> {
         self.with_reader(meta, writer, "deserialize", &mut |s| {
             Work::from(s.deserialize(meta, blobs))
         })
@@ -623,7 +642,7 @@ pub(crate) enum Work<T> {
     Passed(Answer),
     /// The host's side failed (the store, the output): the dispatch stops
     /// with this error, and no candidate is blamed.
-    Stopped(Error),
+    Stopped(Failure),
 }
 
 impl<T> From<Result<T, CallError>> for Work<T> {
@@ -668,7 +687,7 @@ impl Log {
         self,
         winner: Option<(&Arc<Route>, T)>,
         no_winner: impl FnOnce(Vec<Attempt>) -> DispatchError,
-    ) -> Result<Dispatched<T>, Error> {
+    ) -> Result<Dispatched<T>, Failure> {
         match winner {
             Some((route, output)) => Ok(Dispatched {
                 route: Arc::clone(route),
@@ -703,7 +722,7 @@ fn walk<'t, O, T>(
     ),
     entry: &'static str,
     mut work: impl FnMut(&Route, O) -> Work<T>,
-) -> Result<Option<(&'t Arc<Route>, T)>, Error> {
+) -> Result<Option<(&'t Arc<Route>, T)>, Failure> {
     for route in candidates {
         let answer = match probe(route) {
             Err(error) => {
@@ -760,7 +779,7 @@ fn explain<O>(
 fn write_blobs<S: BlobSink>(
     route: &Route,
     entry: &str,
-    new_sink: &mut dyn FnMut(&Route) -> Result<S, Error>,
+    new_sink: &mut dyn FnMut(&Route) -> Result<S, Failure>,
     call: impl FnOnce(&dyn Serializer, &mut dyn BlobSink) -> Result<Written, CallError>,
 ) -> Work<(S, Written)> {
     let mut sink = match new_sink(route) {
@@ -772,7 +791,7 @@ fn write_blobs<S: BlobSink>(
     };
     let result = call(route.serializer.as_ref(), &mut sink);
     if let Some(error) = sink.inner.take_host_failure() {
-        return Work::Stopped(error);
+        return Work::Stopped(Failure::Store(error));
     }
     match result {
         Ok(_) if sink.blobs == 0 => Work::Failed(CallError::new(

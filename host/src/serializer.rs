@@ -30,6 +30,7 @@ use stowage_plugin_api::abi::{INTERFACE_MAJOR, INTERFACE_MINOR};
 pub use stowage_plugin_api::ErrorKind;
 
 use crate::loader::convert::PreparedValue;
+use crate::store::StoreError;
 use crate::value::{Buffer, Kind, Value};
 
 /// What a serializer declared about itself, validated.
@@ -112,7 +113,7 @@ pub trait BlobSink {
     fn write(&mut self, bytes: &[u8]) -> Result<(), String>;
     /// The host-side failure behind an error this sink returned, if any
     /// (the default: a sink whose failures are all the serializer's).
-    fn take_host_failure(&mut self) -> Option<crate::Error> {
+    fn take_host_failure(&mut self) -> Option<StoreError> {
         None
     }
 }

@@ -1,5 +1,7 @@
 //! Text shown to people: [`escape_control`], the one place that makes a
-//! value safe to print in a line- or column-oriented layout.
+//! value safe to print in a line- or column-oriented layout, and
+//! [`quote_capped`], the same escaping with a length cap for what errors
+//! quote.
 //!
 //! Invariant: every human-readable listing (`ls`, `inspect`, `status`,
 //! `verify`, `rm`) passes each value it prints through [`escape_control`],
@@ -49,22 +51,63 @@ pub fn escape_control(s: &str) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-            }
-            c => out.push(c),
-        }
+        push_escaped(&mut out, c);
     }
     Cow::Owned(out)
+}
+
+/// `text` as errors quote it: escaped as [`escape_control`] does, and at
+/// most `max_chars` characters of that, a longer text cut (never inside an
+/// escape) and marked `… (N bytes)` with its full length. Every error
+/// quoting user- or plugin-supplied text of unbounded length (option keys
+/// and values, names, plugin messages, JSON literals) goes through this.
+///
+/// ```
+/// use stowage::text::quote_capped;
+/// assert_eq!(quote_capped("a\tb", 80), "a\\tb");
+/// assert_eq!(quote_capped("ab\ncd", 3), "ab… (5 bytes)");
+/// ```
+pub fn quote_capped(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut piece = String::new();
+    let mut chars = 0;
+    for c in text.chars() {
+        piece.clear();
+        push_escaped(&mut piece, c);
+        chars += piece.chars().count();
+        if chars > max_chars {
+            let _ = write!(out, "… ({} bytes)", text.len());
+            return out;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if needs_escape(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+        c => out.push(c),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quote_capped_escapes_controls_and_cuts_with_the_full_length() {
+        assert_eq!(quote_capped("plain", 80), "plain");
+        assert_eq!(quote_capped("a\tb\u{1b}", 80), "a\\tb\\u{1b}");
+        assert_eq!(quote_capped("ééééé", 3), "ééé… (10 bytes)");
+        assert_eq!(quote_capped("ab\ncd", 3), "ab… (5 bytes)");
+        assert_eq!(quote_capped(&"x".repeat(80), 80), "x".repeat(80));
+    }
 
     #[track_caller]
     fn check(input: &str, expected: &str) {

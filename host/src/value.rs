@@ -88,7 +88,7 @@ impl Value {
                 // becoming a float.
                 let literal = n.to_string();
                 let is_integer = !literal.contains(['.', 'e', 'E']);
-                let literal = || crate::quote_capped(&literal, MAX_QUOTED_LITERAL);
+                let literal = || crate::text::quote_capped(&literal, MAX_QUOTED_LITERAL);
                 match (n.as_i64(), n.as_f64()) {
                     (Some(i), _) => Value::Int(i),
                     (None, Some(f)) if !is_integer && f.is_finite() => Value::Float(f),
@@ -171,7 +171,7 @@ fn push_key(path: &mut String, key: &str) {
     } else {
         let quoted = serde_json::Value::String(key.to_owned()).to_string();
         path.push('[');
-        path.push_str(&crate::quote_capped(&quoted, MAX_QUOTED_LITERAL));
+        path.push_str(&crate::text::quote_capped(&quoted, MAX_QUOTED_LITERAL));
         path.push(']');
     }
 }

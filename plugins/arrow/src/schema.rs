@@ -283,7 +283,7 @@ impl Cursor<'_> {
     /// A buffer of fixed-width values must hold whole values (arrow-buffer's
     /// `typed_data` asserts it).
     fn whole(field: &arrow_schema::Field, len: u64, width: u64) -> Result<(), FormatError> {
-        if len % width != 0 {
+        if !len.is_multiple_of(width) {
             return Err(layout_error(format!(
                 "`{}` has a {len}-byte buffer of {width}-byte values",
                 field.name()

@@ -97,7 +97,7 @@ pub fn describe(meta: &MetadataRef<'_>, blobs: &Blobs<'_>) -> Result<String, Plu
 /// The values of a small tensor, rendered.
 fn values(entry: &Entry<'_>) -> Option<Vec<String>> {
     let width = entry.dtype.bitsize() / 8;
-    if entry.dtype.bitsize() % 8 != 0 || width == 0 {
+    if !entry.dtype.bitsize().is_multiple_of(8) || width == 0 {
         return None;
     }
     let count = entry.data.len() / width;
