@@ -29,6 +29,8 @@
 pub mod config;
 pub mod data;
 pub mod fallback;
+#[doc(hidden)]
+pub mod fs;
 pub mod lifecycle;
 pub mod loader;
 pub mod registry;

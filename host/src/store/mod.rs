@@ -99,6 +99,7 @@
 //! own versions.
 
 mod blob;
+mod commit;
 mod error;
 pub mod failpoint;
 mod gc;
@@ -112,9 +113,8 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -137,8 +137,8 @@ pub use writer::{
 
 use error::IoContext;
 use index::{Entry, Index, Tail};
-use pack::{PackCache, PackReadError, PackWriter};
-use writer::{Body, TempFile};
+use pack::{PackCache, PackWriter};
+use writer::TempFile;
 
 const LOG_FILE: &str = "index.log";
 const LOCK_FILE: &str = "lock";
@@ -458,177 +458,6 @@ impl Store {
         self.check_writable()
     }
 
-    /// Commits a batch all-or-nothing: one pack append and fsync for the
-    /// small blobs, renames of the large ones, then one index append and
-    /// fsync. Returns the new records, in batch order. A name already in
-    /// the store keeps its old record until this returns.
-    pub fn commit(&self, artifacts: Vec<PendingArtifact>) -> Result<Vec<Record>, StoreError> {
-        if artifacts.is_empty() {
-            return Ok(Vec::new());
-        }
-        for artifact in &artifacts {
-            if !Arc::ptr_eq(&artifact.store_dir, &self.dir) && artifact.store_dir != self.dir {
-                return Err(StoreError::ForeignPending {
-                    name: artifact.name.clone(),
-                    written_for: artifact.store_dir.to_path_buf(),
-                    store: self.dir.to_path_buf(),
-                });
-            }
-        }
-        self.check_writable()?;
-        // Large blobs' data is made durable before taking the lock.
-        for artifact in &artifacts {
-            for blob in &artifact.blobs {
-                if let Body::Temp { temp, .. } = &blob.body {
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(temp.path())
-                        .map_err(|e| missing_or_io(&artifact.name, &blob.name, temp.path(), e))?;
-                    file.sync_data().at(temp.path())?;
-                }
-            }
-        }
-
-        let mut locked = self.lock_for_write()?;
-        self.refresh(Tails::Truncate)?;
-        let created = record::rfc3339_utc(SystemTime::now());
-        let count = artifacts.len();
-
-        // Plan: small blobs into one pack buffer (dedup against live pack
-        // ranges and within the batch), large blobs to renames.
-        let mut buf: Vec<u8> = Vec::new();
-        let mut batch_dedup: HashMap<blake3::Hash, PackLoc> = HashMap::new();
-        let mut patch: Vec<(usize, usize)> = Vec::new();
-        let mut renames: Vec<Rename> = Vec::new();
-        let mut records: Vec<Record> = Vec::with_capacity(count);
-        {
-            let index = self.index_read();
-            for artifact in artifacts {
-                let PendingArtifact {
-                    name, meta, blobs, ..
-                } = artifact;
-                let mut blob_records = Vec::with_capacity(blobs.len());
-                for blob in blobs {
-                    let digest = blob.digest.to_hex().to_string();
-                    let location = match blob.body {
-                        Body::Inline { .. } if blob.size == 0 => BlobLocation::Pack(PackLoc {
-                            pack: 0,
-                            offset: 0,
-                            len: 0,
-                            zstd: false,
-                        }),
-                        Body::Inline { stored, zstd } => {
-                            if let Some(loc) = index.dedup_lookup(&digest) {
-                                BlobLocation::Pack(loc)
-                            } else {
-                                let loc = *batch_dedup.entry(blob.digest).or_insert_with(|| {
-                                    let loc = PackLoc {
-                                        pack: 0,
-                                        offset: buf.len() as u64,
-                                        len: stored.len() as u64,
-                                        zstd,
-                                    };
-                                    buf.extend_from_slice(&stored);
-                                    loc
-                                });
-                                patch.push((records.len(), blob_records.len()));
-                                BlobLocation::Pack(loc)
-                            }
-                        }
-                        Body::Temp { temp, zstd } => {
-                            renames.push(Rename {
-                                temp,
-                                digest: digest.clone(),
-                                zstd,
-                                artifact: name.clone(),
-                                blob: blob.name.clone(),
-                            });
-                            if zstd {
-                                BlobLocation::FileZstd
-                            } else {
-                                BlobLocation::File
-                            }
-                        }
-                    };
-                    blob_records.push(BlobRecord {
-                        name: blob.name,
-                        size: blob.size,
-                        digest,
-                        storage: location.storage_name().to_owned(),
-                        location,
-                    });
-                }
-                records.push(Record {
-                    name,
-                    meta,
-                    blobs: blob_records,
-                    created: created.clone(),
-                    format_version: RECORD_FORMAT_VERSION,
-                });
-            }
-        }
-
-        let packs_dir = self.dir.join(PACKS_DIR);
-        if !buf.is_empty() {
-            let limit = locked.state.pack_limit;
-            let writer = PackWriter::select(&packs_dir, &mut locked.state.pack, limit, &|_| false)?;
-            let (id, base) = (writer.id(), writer.len()?);
-            for (r, b) in patch {
-                if let BlobLocation::Pack(loc) = &mut records[r].blobs[b].location {
-                    loc.pack = id;
-                    loc.offset += base;
-                }
-            }
-            writer.append(&buf)?;
-            failpoint::hit("after-blob");
-            writer.sync(&packs_dir)?;
-        }
-        failpoint::hit("after-blob-sync");
-
-        let blobs_dir = self.dir.join(BLOBS_DIR);
-        let mut touched_dirs = BTreeSet::new();
-        let mut new_subdir = false;
-        for mut rename in renames {
-            let target = self.blob_file(&rename.digest, rename.zstd);
-            let temp_len = fs::metadata(rename.temp.path())
-                .map_err(|e| missing_or_io(&rename.artifact, &rename.blob, rename.temp.path(), e))?
-                .len();
-            if fs::metadata(&target).is_ok_and(|m| m.is_file() && m.len() == temp_len) {
-                continue; // identical content is already stored; the temp is dropped
-            }
-            let parent = target.parent().unwrap_or(&blobs_dir).to_path_buf();
-            if !parent.is_dir() {
-                match fs::create_dir(&parent) {
-                    Ok(()) => new_subdir = true,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(StoreError::io(parent, e)),
-                }
-            }
-            failpoint::hit("before-rename");
-            fs::rename(rename.temp.path(), &target).at(&target)?;
-            rename.temp.disarm();
-            touched_dirs.insert(parent);
-        }
-        for dir in &touched_dirs {
-            sync_dir(dir)?;
-        }
-        if new_subdir {
-            sync_dir(&blobs_dir)?;
-        }
-        failpoint::hit("before-index");
-
-        let entry = Entry {
-            put: records,
-            ..Entry::default()
-        };
-        let (at, len) = self.append_entry(&entry, true)?;
-        let records = entry.put.clone();
-        self.apply_appended(at, len, entry);
-        drop(locked);
-        tracing::debug!(target: "stowage::store", artifacts = count, "batch committed");
-        Ok(records)
-    }
-
     /// The live record named `name`; [`StoreError::NotFound`] if there is
     /// none, [`StoreError::Unreadable`] if its record cannot be read by this
     /// build.
@@ -918,136 +747,6 @@ impl Store {
         }
     }
 
-    /// Reads one blob; retries once with the current record of the same
-    /// name if a packed blob's pack is gone (gc compaction in another
-    /// process moved it).
-    fn read_blob_retrying(
-        &self,
-        artifact: &str,
-        blob: &BlobRecord,
-        verify: Verify,
-    ) -> Result<BlobData, StoreError> {
-        match self.read_blob(artifact, blob, verify) {
-            Err(e @ StoreError::MissingBlob { .. })
-                if matches!(blob.location, BlobLocation::Pack(_)) =>
-            {
-                self.refresh(Tails::Ignore)?;
-                let moved = self.index_read().records.get(artifact).and_then(|r| {
-                    r.blobs
-                        .iter()
-                        .find(|b| {
-                            b.name == blob.name
-                                && b.digest == blob.digest
-                                && b.location != blob.location
-                        })
-                        .cloned()
-                });
-                match moved {
-                    Some(moved) => self.read_blob(artifact, &moved, verify),
-                    None => Err(e),
-                }
-            }
-            other => other,
-        }
-    }
-
-    fn read_blob(
-        &self,
-        artifact: &str,
-        blob: &BlobRecord,
-        verify: Verify,
-    ) -> Result<BlobData, StoreError> {
-        let size_mismatch = |actual: u64, expected: u64| StoreError::SizeMismatch {
-            name: artifact.to_owned(),
-            blob: blob.name.clone(),
-            expected,
-            actual,
-        };
-        let data = match blob.location {
-            BlobLocation::File | BlobLocation::FileZstd => {
-                let path = self.blob_path(blob);
-                let file =
-                    File::open(&path).map_err(|e| missing_or_io(artifact, &blob.name, &path, e))?;
-                if blob.location == BlobLocation::FileZstd {
-                    let bytes =
-                        blob::decode_zstd(BufReader::new(file), blob.size).map_err(|source| {
-                            StoreError::Undecodable {
-                                name: artifact.to_owned(),
-                                blob: blob.name.clone(),
-                                path: path.clone(),
-                                source,
-                            }
-                        })?;
-                    BlobData::Owned(Arc::new(bytes))
-                } else {
-                    let len = file.metadata().at(&path)?.len();
-                    if len != blob.size {
-                        return Err(size_mismatch(len, blob.size));
-                    }
-                    if len == 0 {
-                        BlobData::empty()
-                    } else {
-                        let map = Arc::new(sys::map_file(&file).at(&path)?);
-                        let len = map.len();
-                        MappedBytes::new(map, 0, len)
-                            .map(BlobData::Mapped)
-                            .ok_or_else(|| size_mismatch(len as u64, blob.size))?
-                    }
-                }
-            }
-            BlobLocation::Pack(loc) => {
-                if loc.len == 0 {
-                    BlobData::empty()
-                } else {
-                    let packs_dir = self.dir.join(PACKS_DIR);
-                    let (map, start, len) =
-                        self.packs.range(&packs_dir, &loc).map_err(|e| match e {
-                            PackReadError::Missing(path) => StoreError::MissingBlob {
-                                name: artifact.to_owned(),
-                                blob: blob.name.clone(),
-                                path,
-                            },
-                            PackReadError::Short { have } => {
-                                size_mismatch(have.saturating_sub(loc.offset), loc.len)
-                            }
-                            PackReadError::Io(e) => e,
-                        })?;
-                    let mapped = MappedBytes::new(map, start, len)
-                        .ok_or_else(|| size_mismatch(0, loc.len))?;
-                    if loc.zstd {
-                        let bytes =
-                            blob::decode_zstd(&mapped[..], blob.size).map_err(|source| {
-                                StoreError::Undecodable {
-                                    name: artifact.to_owned(),
-                                    blob: blob.name.clone(),
-                                    path: pack::pack_path(&packs_dir, loc.pack),
-                                    source,
-                                }
-                            })?;
-                        BlobData::Owned(Arc::new(bytes))
-                    } else {
-                        BlobData::Mapped(mapped)
-                    }
-                }
-            }
-        };
-        if data.len() as u64 != blob.size {
-            return Err(size_mismatch(data.len() as u64, blob.size));
-        }
-        if verify == Verify::Hash {
-            let actual = blake3::hash(&data).to_hex();
-            if actual.as_str() != blob.digest {
-                return Err(StoreError::Corrupt {
-                    name: artifact.to_owned(),
-                    blob: blob.name.clone(),
-                    expected: blob.digest.clone(),
-                    actual: actual.to_string(),
-                });
-            }
-        }
-        Ok(data)
-    }
-
     /// Deletes other instances' temp files older than `grace`; returns how
     /// many and their bytes.
     fn clean_temp(&self, grace: std::time::Duration) -> Result<(usize, u64), StoreError> {
@@ -1082,15 +781,6 @@ impl Store {
     }
 }
 
-/// A large blob's temp file waiting to be renamed into `blobs/`.
-struct Rename {
-    temp: TempFile,
-    digest: String,
-    zstd: bool,
-    artifact: String,
-    blob: String,
-}
-
 /// `MissingBlob` for a file that is gone, `Io` otherwise.
 fn missing_or_io(artifact: &str, blob: &str, path: &Path, e: io::Error) -> StoreError {
     if e.kind() == io::ErrorKind::NotFound {
@@ -1104,17 +794,9 @@ fn missing_or_io(artifact: &str, blob: &str, path: &Path, e: io::Error) -> Store
     }
 }
 
-/// Makes a directory's entries (creations, renames) durable.
+/// Makes a directory's entries durable; see [`crate::fs::sync_dir`].
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    #[cfg(unix)]
-    {
-        File::open(dir).and_then(|d| d.sync_all()).at(dir)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
+    crate::fs::sync_dir(dir).at(dir)
 }
 
 /// How [`Store::refresh`] treats what follows the last valid frame.
@@ -1170,17 +852,12 @@ fn read_format(dir: &Path) -> Result<Option<u64>, StoreError> {
 fn write_format(dir: &Path, instance: &str) -> Result<(), StoreError> {
     let path = dir.join(FORMAT_FILE);
     let temp = dir.join(format!("{FORMAT_FILE}.{instance}.tmp"));
-    let written = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(format!("{FORMAT_PREFIX}{STORE_FORMAT}\n").as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, &path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(StoreError::io(path, e));
-    }
-    sync_dir(dir)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    crate::fs::write_atomically(&temp, &path, &options, |file| {
+        file.write_all(format!("{FORMAT_PREFIX}{STORE_FORMAT}\n").as_bytes())
+    })
+    .at(&path)?;
     tracing::debug!(target: "stowage::store", dir = %dir.display(), "store format marker written");
     Ok(())
 }

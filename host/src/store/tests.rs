@@ -6,6 +6,7 @@
 //! Decision: every test works in its own directory under
 //! `std::env::temp_dir()`, named from the pid and a counter, removed on drop.
 
+use super::writer::Body;
 use super::*;
 
 use std::io::Write as _;
