@@ -1,5 +1,5 @@
 //! Reading blobs: the bytes handed to readers ([`BlobData`]), the
-//! [`Verify`] choice, and `Store::read_blob`, which finds a blob's bytes
+//! [`Verify`] choice, and `DirStore::read_blob`, which finds a blob's bytes
 //! by its record (own file, zstd file or pack range), checks the size and
 //! re-hashes on [`Verify::Hash`].
 //!
@@ -23,7 +23,7 @@ use memmap2::Mmap;
 use super::error::IoContext;
 use super::pack::{self, PackReadError};
 use super::record::{BlobLocation, BlobRecord};
-use super::{missing_or_io, sys, Store, StoreError, Tails, PACKS_DIR};
+use super::{missing_or_io, sys, DirStore, StoreError, Tails, PACKS_DIR};
 
 /// Whether a read re-hashes blob bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +128,7 @@ pub(crate) fn decode_zstd<R: BufRead>(reader: R, size: u64) -> io::Result<Vec<u8
     Ok(out)
 }
 
-impl Store {
+impl DirStore {
     /// Reads one blob; retries once with the current record of the same
     /// name if a packed blob's pack is gone (gc compaction in another
     /// process moved it).

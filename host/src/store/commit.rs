@@ -1,4 +1,4 @@
-//! [`Store::commit`]: a batch of finished artifacts becomes visible
+//! [`DirStore::commit`]: a batch of finished artifacts becomes visible
 //! all-or-nothing, in phases named after the store's invariants (module
 //! docs of `store/mod.rs`):
 //!
@@ -6,16 +6,16 @@
 //! 2. [`make_large_blobs_durable`] — each large blob's temp file is fsynced
 //!    *before* the lock is taken, so the lock is held for metadata work only.
 //! 3. lock + refresh — the in-process mutex and the `flock`, the format
-//!    marker re-read ([`Store::lock_for_write`]), then the log replayed up to
+//!    marker re-read ([`DirStore::lock_for_write`]), then the log replayed up to
 //!    what other processes appended (`Tails::Truncate`).
-//! 4. [`Store::plan`] — under the lock (so gc cannot take a blob between the
+//! 4. [`DirStore::plan`] — under the lock (so gc cannot take a blob between the
 //!    dedup decision and the commit): small blobs into one pack buffer,
 //!    deduplicated against live pack ranges and within the batch; large
 //!    blobs become renames.
-//! 5. [`Store::append_pack`] — one pack append + one pack fsync.
-//! 6. [`Store::rename_large_blobs`] — renames into `blobs/`, then one fsync
+//! 5. [`DirStore::append_pack`] — one pack append + one pack fsync.
+//! 6. [`DirStore::rename_large_blobs`] — renames into `blobs/`, then one fsync
 //!    per touched directory.
-//! 7. index append + fsync ([`Store::append_entry`]) — the only step that
+//! 7. index append + fsync ([`DirStore::append_entry`]) — the only step that
 //!    makes anything visible; every byte it references is durable by now.
 //! 8. apply — the appended entry goes into the in-memory index.
 //!
@@ -35,7 +35,7 @@ use super::pack::PackWriter;
 use super::record::{self, BlobLocation, BlobRecord, PackLoc, Record, RECORD_FORMAT_VERSION};
 use super::writer::{Body, PendingArtifact, TempFile};
 use super::{
-    failpoint, missing_or_io, sync_dir, Locked, Store, StoreError, Tails, BLOBS_DIR, PACKS_DIR,
+    failpoint, missing_or_io, sync_dir, DirStore, Locked, StoreError, Tails, BLOBS_DIR, PACKS_DIR,
 };
 
 /// A large blob's temp file waiting to be renamed into `blobs/`.
@@ -52,13 +52,13 @@ struct Plan {
     /// The batch's new small blobs, to be appended to a pack in one write.
     pack_buf: Vec<u8>,
     /// `(record, blob)` indices whose pack location is relative to
-    /// `pack_buf` until [`Store::append_pack`] fixes pack id and offset.
+    /// `pack_buf` until [`DirStore::append_pack`] fixes pack id and offset.
     patch: Vec<(usize, usize)>,
     renames: Vec<Rename>,
     records: Vec<Record>,
 }
 
-impl Store {
+impl DirStore {
     /// Commits a batch all-or-nothing: one pack append and fsync for the
     /// small blobs, renames of the large ones, then one index append and
     /// fsync. Returns the new records, in batch order. A name already in

@@ -195,7 +195,7 @@ pub fn spool_input(
     reader: &mut dyn Read,
     source_name: &str,
 ) -> Result<Input, InputError> {
-    let (mut file, temp) = store.create_temp()?;
+    let (mut file, temp) = store.spool().create_temp()?;
     let spool_error = |source| InputError::Spool {
         source_name: source_name.to_owned(),
         path: temp.path().to_owned(),

@@ -2,10 +2,10 @@
 //! named, content-addressed (blake3) blobs, in one local directory.
 //!
 //! The store knows nothing about plugins or the ABI; the host's dispatch
-//! layer calls it. A save is [`Store::writer`] → [`ArtifactWriter::begin_blob`]
+//! layer calls it. A save is [`DirStore::writer`] → [`ArtifactWriter::begin_blob`]
 //! / [`ArtifactWriter::write`] … → [`ArtifactWriter::finish`] →
-//! [`Store::commit`] (many artifacts per batch); a load is [`Store::get`] →
-//! [`Store::read_blobs`].
+//! [`DirStore::commit`] (many artifacts per batch); a load is [`DirStore::get`] →
+//! [`DirStore::read_blobs`].
 //!
 //! On-disk layout of a store directory:
 //!
@@ -28,7 +28,7 @@
 //!   or commit, leftover temp files and pack space by gc.
 //! - One batch = one pack write + one pack fsync + one log append + one log
 //!   fsync (plus one fsync per large blob and per touched blob directory).
-//! - Concurrency: threads share a `Store` (`Send + Sync`); processes share the
+//! - Concurrency: threads share a `DirStore` (`Send + Sync`); processes share the
 //!   directory. Commits, removals, gc and open's recovery hold an in-process
 //!   mutex plus an exclusive `flock` on `lock`, and first replay whatever
 //!   other processes appended to the log. Reads never lock: `get`/`list`
@@ -41,7 +41,7 @@
 //!   (a) `blobs/` files and pack ranges no live record references — nothing
 //!   uncommitted can be there while it holds the lock — and (b) temp files of
 //!   *other* store instances older than the grace period
-//!   ([`DEFAULT_GC_GRACE`], 10 min; [`Store::gc_with_grace`] for tests).
+//!   ([`DEFAULT_GC_GRACE`], 10 min; [`DirStore::gc_with_grace`] for tests).
 //!   Dedup against an existing file or pack range is decided under the lock
 //!   too, so gc cannot delete a blob between the dedup check and the commit.
 //!
@@ -77,7 +77,7 @@
 //!
 //! Read-only mode (SPEC §6 "reading never needs write access"): when the
 //! directory is not writable (`access(W_OK)`), or creating the layout, the
-//! lock or the log answers EACCES/EPERM/EROFS, [`Store::open`] opens the
+//! lock or the log answers EACCES/EPERM/EROFS, [`DirStore::open`] opens the
 //! store read-only: nothing is created, locked, truncated or deleted; a
 //! torn log tail is ignored in memory (damage in the middle still fails);
 //! a missing `index.log` reads as an empty store. `get`, `list`, `verify`
@@ -98,11 +98,17 @@
 //! the upgraded store either. Reads do not consult it: records carry their
 //! own versions.
 
+mod backend;
 mod blob;
 mod commit;
+#[cfg(test)]
+pub(crate) mod contract;
+#[cfg(test)]
+mod dir_contract;
 mod error;
 pub mod failpoint;
 mod gc;
+mod handle;
 mod index;
 mod input;
 mod pack;
@@ -120,10 +126,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use backend::{Records, StoreBackend};
 pub use blob::{BlobData, MappedBytes, Verify};
 pub use error::StoreError;
 pub use failpoint::FAILPOINTS;
 pub use gc::{GcReport, VerifyIssue, VerifyReport, DEFAULT_GC_GRACE};
+pub use handle::Store;
 pub use input::{map_input, open_input, spool_input, Input, InputError};
 pub use pack::DEFAULT_PACK_LIMIT;
 pub use record::{
@@ -131,14 +139,13 @@ pub use record::{
     RECORD_FORMAT_VERSION, STORAGE_FILE_ZSTD, STORAGE_PACKED, STORAGE_PACKED_ZSTD, STORAGE_RAW,
 };
 pub use writer::{
-    ArtifactWriter, BlobLayout, PendingArtifact, COMPRESS_MIN, PACK_BLOB_MAX, RAW_FILE_THRESHOLD,
-    ZSTD_LEVEL,
+    ArtifactWriter, BlobLayout, PendingArtifact, Spool, COMPRESS_MIN, PACK_BLOB_MAX,
+    RAW_FILE_THRESHOLD, ZSTD_LEVEL,
 };
 
 use error::IoContext;
 use index::{Entry, Index, Tail};
 use pack::{PackCache, PackWriter};
-use writer::TempFile;
 
 const LOG_FILE: &str = "index.log";
 const LOCK_FILE: &str = "lock";
@@ -177,11 +184,12 @@ static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
 /// An open store directory; see the module docs. `Send + Sync`: share it
 /// between threads by reference or `Arc`.
-pub struct Store {
+pub struct DirStore {
     dir: Arc<PathBuf>,
     /// `<pid>-<n>-<nanos>`: prefix of this instance's temp files.
     instance: String,
-    temp_counter: AtomicU64,
+    /// `tmp/`, where writers spill large blobs.
+    spool: Spool,
     log_path: PathBuf,
     /// Read handle of the log, used only under the index write lock;
     /// `None` for a read-only store without a log (an empty store).
@@ -239,16 +247,16 @@ impl Drop for Locked<'_> {
     }
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for DirStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("DirStore")
             .field("dir", &self.dir)
             .field("instance", &self.instance)
             .finish_non_exhaustive()
     }
 }
 
-impl Store {
+impl DirStore {
     /// Opens the store in `dir`, creating the layout if absent, and recovers
     /// from a crash: replays the log, truncates a torn tail and deletes
     /// other instances' temp files older than [`DEFAULT_GC_GRACE`].
@@ -259,12 +267,12 @@ impl Store {
     /// in memory, reads work and every write fails with
     /// [`StoreError::ReadOnly`]. A store whose format marker names a newer
     /// format is opened read-only the same way, its writes failing with
-    /// [`StoreError::NewerStoreFormat`]. See [`Store::is_read_only`].
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    /// [`StoreError::NewerStoreFormat`]. See [`DirStore::is_read_only`].
+    pub fn open(dir: &Path) -> Result<DirStore, StoreError> {
         if failpoint::is_armed(failpoint::OPEN_EROFS) {
-            return Store::open_read_only(dir, ReadOnlyWhy::Denied);
+            return DirStore::open_read_only(dir, ReadOnlyWhy::Denied);
         }
-        match Store::open_writable(dir) {
+        match DirStore::open_writable(dir) {
             Ok(store) => Ok(store),
             Err(e) if is_denied(&e) && dir.is_dir() => {
                 tracing::debug!(
@@ -273,22 +281,24 @@ impl Store {
                     error = %e,
                     "store is not writable; opening it read-only"
                 );
-                Store::open_read_only(dir, ReadOnlyWhy::Denied)
+                DirStore::open_read_only(dir, ReadOnlyWhy::Denied)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn open_writable(dir: &Path) -> Result<Store, StoreError> {
+    fn open_writable(dir: &Path) -> Result<DirStore, StoreError> {
         fs::create_dir_all(dir).at(dir)?;
         let dir = dir.canonicalize().at(dir)?;
         sys::check_writable(&dir).at(&dir)?;
         match read_format(&dir) {
             Ok(None) => {}
             Ok(Some(found)) if found <= u64::from(STORE_FORMAT) => {}
-            Ok(Some(found)) => return Store::open_read_only(&dir, ReadOnlyWhy::NewerFormat(found)),
+            Ok(Some(found)) => {
+                return DirStore::open_read_only(&dir, ReadOnlyWhy::NewerFormat(found))
+            }
             Err(StoreError::BadFormatMarker { reason, .. }) => {
-                return Store::open_read_only(&dir, ReadOnlyWhy::BadMarker(reason))
+                return DirStore::open_read_only(&dir, ReadOnlyWhy::BadMarker(reason))
             }
             Err(e) => return Err(e),
         }
@@ -319,7 +329,7 @@ impl Store {
         if created {
             sync_dir(&dir)?;
         }
-        let store = Store::new(
+        let store = DirStore::new(
             dir,
             log_path,
             Some(log_read),
@@ -345,8 +355,8 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens without writing anything; see [`Store::open`].
-    fn open_read_only(dir: &Path, why: ReadOnlyWhy) -> Result<Store, StoreError> {
+    /// Opens without writing anything; see [`DirStore::open`].
+    fn open_read_only(dir: &Path, why: ReadOnlyWhy) -> Result<DirStore, StoreError> {
         let dir = dir.canonicalize().at(dir)?;
         let log_path = dir.join(LOG_FILE);
         let log_read = match File::open(&log_path) {
@@ -354,7 +364,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(StoreError::io(&log_path, e)),
         };
-        let store = Store::new(dir, log_path, log_read, Mode::ReadOnly(why));
+        let store = DirStore::new(dir, log_path, log_read, Mode::ReadOnly(why));
         store.refresh(Tails::Report)?;
         tracing::debug!(
             target: "stowage::store",
@@ -365,7 +375,7 @@ impl Store {
         Ok(store)
     }
 
-    fn new(dir: PathBuf, log_path: PathBuf, log_read: Option<File>, mode: Mode) -> Store {
+    fn new(dir: PathBuf, log_path: PathBuf, log_read: Option<File>, mode: Mode) -> DirStore {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -375,10 +385,11 @@ impl Store {
             std::process::id(),
             INSTANCES.fetch_add(1, Ordering::Relaxed)
         );
-        Store {
-            dir: Arc::new(dir),
+        let dir = Arc::new(dir);
+        DirStore {
+            dir: Arc::clone(&dir),
+            spool: Spool::new(dir.join(TMP_DIR), instance.clone(), Arc::clone(&dir)),
             instance,
-            temp_counter: AtomicU64::new(0),
             log_path,
             log_read,
             mode,
@@ -391,7 +402,7 @@ impl Store {
         }
     }
 
-    /// Whether this store was opened read-only (see [`Store::open`]).
+    /// Whether this store was opened read-only (see [`DirStore::open`]).
     pub fn is_read_only(&self) -> bool {
         matches!(self.mode, Mode::ReadOnly(_))
     }
@@ -437,27 +448,6 @@ impl Store {
         &self.dir
     }
 
-    /// Starts writing the artifact `name` (1–255 bytes, no `/`, no control
-    /// character, no leading `.`, no leading or trailing whitespace).
-    /// Nothing is visible until [`Store::commit`]. Fails at once on a
-    /// read-only store ([`Store::check_writable`]).
-    pub fn writer(&self, name: &str) -> Result<ArtifactWriter<'_>, StoreError> {
-        self.check_write(name)?;
-        Ok(ArtifactWriter::new(self, name.to_owned()))
-    }
-
-    /// `Ok` if an artifact named `name` may be written here: the name
-    /// follows the rules of [`Store::writer`] and the store is writable.
-    /// Callers check this before dispatching, so a bad name or a read-only
-    /// store is reported as what it is, never as a serializer's failure.
-    pub fn check_write(&self, name: &str) -> Result<(), StoreError> {
-        record::validate_name(name).map_err(|reason| StoreError::InvalidName {
-            name: name.to_owned(),
-            reason,
-        })?;
-        self.check_writable()
-    }
-
     /// The live record named `name`; [`StoreError::NotFound`] if there is
     /// none, [`StoreError::Unreadable`] if its record cannot be read by this
     /// build.
@@ -478,9 +468,9 @@ impl Store {
         })
     }
 
-    /// All live, readable records, sorted by name ([`Store::listing`] adds
+    /// All live, readable records, sorted by name ([`DirStore::listing`] adds
     /// the unreadable ones). If the log cannot be replayed (see
-    /// [`Store::get`] for the error), the last good view is returned and
+    /// [`DirStore::get`] for the error), the last good view is returned and
     /// the error logged.
     pub fn list(&self) -> Vec<Record> {
         self.refresh_or_warn();
@@ -531,7 +521,7 @@ impl Store {
     }
 
     /// Removes the artifact `name` (appends a tombstone) and returns what
-    /// it was. Its data stays until [`Store::gc`]. An unreadable record can
+    /// it was. Its data stays until [`DirStore::gc`]. An unreadable record can
     /// be removed too (that is how a user gives up on it).
     pub fn remove(&self, name: &str) -> Result<Listed, StoreError> {
         let _locked = self.lock_for_write()?;
@@ -600,7 +590,7 @@ impl Store {
         })
     }
 
-    /// [`Store::lock`] for a write: refuses a read-only store, and checks
+    /// [`DirStore::lock`] for a write: refuses a read-only store, and checks
     /// the format marker under the lock (another process may have upgraded
     /// the store since open), writing it if the store has none yet.
     fn lock_for_write(&self) -> Result<Locked<'_>, StoreError> {
@@ -619,21 +609,6 @@ impl Store {
     /// The append handle of the log; only under the store lock.
     fn log_append(&self) -> Result<&File, StoreError> {
         self.handles().map(|(log_append, _)| log_append)
-    }
-
-    /// Creates a new temp file for a large blob.
-    pub(crate) fn create_temp(&self) -> Result<(File, TempFile), StoreError> {
-        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .dir
-            .join(TMP_DIR)
-            .join(format!("{}-{n}.tmp", self.instance));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .at(&path)?;
-        Ok((file, TempFile::new(path)))
     }
 
     /// Replays log frames appended since the last replay, handling a bad
@@ -781,6 +756,66 @@ impl Store {
     }
 }
 
+impl StoreBackend for DirStore {
+    fn location(&self) -> &Path {
+        &self.dir
+    }
+
+    fn is_read_only(&self) -> bool {
+        DirStore::is_read_only(self)
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        DirStore::check_writable(self)
+    }
+
+    fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    fn commit(&self, batch: Vec<PendingArtifact>) -> Result<Vec<Record>, StoreError> {
+        DirStore::commit(self, batch)
+    }
+
+    fn remove(&self, name: &str) -> Result<Listed, StoreError> {
+        DirStore::remove(self, name)
+    }
+
+    fn get(&self, name: &str) -> Result<Record, StoreError> {
+        DirStore::get(self, name)
+    }
+
+    fn records(&self) -> Result<Records<'_>, StoreError> {
+        Ok(Box::new(self.listing().into_iter().map(
+            |listed| match listed {
+                Listed::Record(record) => Ok(record),
+                Listed::Unreadable(bad) => Err(bad),
+            },
+        )))
+    }
+
+    fn read_blob(
+        &self,
+        record: &Record,
+        blob: &BlobRecord,
+        verify: Verify,
+    ) -> Result<BlobData, StoreError> {
+        self.read_blob_retrying(&record.name, blob, verify)
+    }
+
+    fn gc(&self) -> Result<GcReport, StoreError> {
+        DirStore::gc(self)
+    }
+
+    fn verify(&self) -> Result<VerifyReport, StoreError> {
+        DirStore::verify(self)
+    }
+
+    fn blob_path(&self, blob: &BlobRecord) -> Option<PathBuf> {
+        Some(DirStore::blob_path(self, blob))
+    }
+}
+
 /// `MissingBlob` for a file that is gone, `Io` otherwise.
 fn missing_or_io(artifact: &str, blob: &str, path: &Path, e: io::Error) -> StoreError {
     if e.kind() == io::ErrorKind::NotFound {
@@ -799,7 +834,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     crate::fs::sync_dir(dir).at(dir)
 }
 
-/// How [`Store::refresh`] treats what follows the last valid frame.
+/// How [`DirStore::refresh`] treats what follows the last valid frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tails {
     /// A reader without the lock: stop quietly (an append may be under way).
@@ -862,7 +897,7 @@ fn write_format(dir: &Path, instance: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Replays index-log bytes the way [`Store::open`] does and returns the
+/// Replays index-log bytes the way [`DirStore::open`] does and returns the
 /// number of live records, readable or not, for the `store_record` fuzz
 /// target. Not a stable API.
 #[doc(hidden)]

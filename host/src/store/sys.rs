@@ -11,7 +11,7 @@
 //! - The lock is an advisory `flock` on `<store>/lock`. It is released by
 //!   the kernel when the holder exits or crashes, so a failpoint or a kill
 //!   never leaves a stale lock behind. `flock` belongs to the open file
-//!   description, so two [`Store`](super::Store)s in one process exclude
+//!   description, so two [`DirStore`](super::DirStore)s in one process exclude
 //!   each other exactly like two processes do.
 //!
 //! Decision: mapping cannot be made safe against *other programs* that
