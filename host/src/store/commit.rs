@@ -2,7 +2,7 @@
 //! all-or-nothing, in phases named after the store's invariants (module
 //! docs of `store/mod.rs`):
 //!
-//! 1. [`ensure_ours`] — every pending artifact was written for this store.
+//! 1. [`DirStore::ensure_ours`] — every pending artifact was written for this store.
 //! 2. [`make_large_blobs_durable`] — each large blob's temp file is fsynced
 //!    *before* the lock is taken, so the lock is held for metadata work only.
 //! 3. lock + refresh — the in-process mutex and the `flock`, the format

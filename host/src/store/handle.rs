@@ -1,5 +1,5 @@
 //! [`Store`]: the handle the host holds, around one
-//! [`StoreBackend`](super::StoreBackend). Its methods delegate to the
+//! [`StoreBackend`]. Its methods delegate to the
 //! backend and add the conveniences callers use (`list`, `listing`,
 //! `unreadable` over [`StoreBackend::records`]), so choosing a backend is
 //! a matter of how the handle is opened, never of its callers.

@@ -1,11 +1,23 @@
 //! The artifact store: named artifacts, each a metadata [`Record`] plus
-//! named, content-addressed (blake3) blobs, in one local directory.
+//! named, content-addressed (blake3) blobs.
 //!
 //! The store knows nothing about plugins or the ABI; the host's dispatch
-//! layer calls it. A save is [`DirStore::writer`] → [`ArtifactWriter::begin_blob`]
-//! / [`ArtifactWriter::write`] … → [`ArtifactWriter::finish`] →
-//! [`DirStore::commit`] (many artifacts per batch); a load is [`DirStore::get`] →
-//! [`DirStore::read_blobs`].
+//! layer calls it through [`Store`], a handle around one
+//! [`StoreBackend`] (the seam, `backend.rs`, with the guarantees every
+//! backend keeps; `contract.rs` tests them). A save is
+//! [`Store::writer`] → [`ArtifactWriter::begin_blob`] /
+//! [`ArtifactWriter::write`] … → [`ArtifactWriter::finish`] →
+//! [`Store::commit`] (many artifacts per batch); a load is [`Store::get`]
+//! → [`Store::read_blobs`].
+//!
+//! Rooms: `backend.rs` the seam, `handle.rs` the handle, `writer.rs`
+//! streaming blobs in, `commit.rs` making a batch visible, `blob.rs`
+//! reading blobs, `gc.rs` gc and verify, `index.rs` the log, `pack.rs`
+//! packs, `record.rs` records and name rules, `format.rs` the format
+//! marker, `sys.rs` the only `unsafe` primitives, `input.rs` `put`'s input.
+//!
+//! The rest of this file is the first backend, [`DirStore`]: one local
+//! directory.
 //!
 //! On-disk layout of a store directory:
 //!
@@ -107,6 +119,7 @@ pub(crate) mod contract;
 mod dir_contract;
 mod error;
 pub mod failpoint;
+mod format;
 mod gc;
 mod handle;
 mod index;
@@ -130,6 +143,7 @@ pub use backend::{Records, StoreBackend};
 pub use blob::{BlobData, MappedBytes, Verify};
 pub use error::StoreError;
 pub use failpoint::FAILPOINTS;
+pub use format::STORE_FORMAT;
 pub use gc::{GcReport, VerifyIssue, VerifyReport, DEFAULT_GC_GRACE};
 pub use handle::Store;
 pub use input::{map_input, open_input, spool_input, Input, InputError};
@@ -144,6 +158,7 @@ pub use writer::{
 };
 
 use error::IoContext;
+use format::{read_format, write_format, FORMAT_FILE};
 use index::{Entry, Index, Tail};
 use pack::{PackCache, PackWriter};
 
@@ -152,12 +167,6 @@ const LOCK_FILE: &str = "lock";
 const BLOBS_DIR: &str = "blobs";
 const PACKS_DIR: &str = "packs";
 const TMP_DIR: &str = "tmp";
-const FORMAT_FILE: &str = "format";
-const FORMAT_PREFIX: &str = "stowage-store ";
-
-/// The store format (directory layout and log framing) this build writes,
-/// recorded in the `format` marker as `stowage-store 1`.
-pub const STORE_FORMAT: u32 = 1;
 
 /// One live artifact as `ls` sees it: a readable record or an unreadable
 /// one.
@@ -855,46 +864,6 @@ fn is_denied(e: &StoreError) -> bool {
                 io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
             )
     )
-}
-
-/// The store format in `dir`'s marker; `None` if there is no marker (a
-/// store created before markers existed: format 1).
-fn read_format(dir: &Path) -> Result<Option<u64>, StoreError> {
-    let path = dir.join(FORMAT_FILE);
-    let text = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::io(path, e)),
-    };
-    let malformed = |reason: &str| StoreError::BadFormatMarker {
-        path: path.clone(),
-        reason: reason.to_owned(),
-    };
-    let text = std::str::from_utf8(&text).map_err(|_| malformed("not UTF-8"))?;
-    let number = text
-        .strip_suffix('\n')
-        .unwrap_or(text)
-        .strip_prefix(FORMAT_PREFIX)
-        .ok_or_else(|| malformed("expected \"stowage-store N\""))?;
-    match number.parse::<u64>() {
-        Ok(n) if n >= 1 => Ok(Some(n)),
-        _ => Err(malformed("expected \"stowage-store N\" with N ≥ 1")),
-    }
-}
-
-/// Writes the marker of [`STORE_FORMAT`] crash-safely (temp file, fsync,
-/// rename, directory fsync). Called under the store lock.
-fn write_format(dir: &Path, instance: &str) -> Result<(), StoreError> {
-    let path = dir.join(FORMAT_FILE);
-    let temp = dir.join(format!("{FORMAT_FILE}.{instance}.tmp"));
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    crate::fs::write_atomically(&temp, &path, &options, |file| {
-        file.write_all(format!("{FORMAT_PREFIX}{STORE_FORMAT}\n").as_bytes())
-    })
-    .at(&path)?;
-    tracing::debug!(target: "stowage::store", dir = %dir.display(), "store format marker written");
-    Ok(())
 }
 
 /// Replays index-log bytes the way [`DirStore::open`] does and returns the

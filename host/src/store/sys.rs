@@ -1,5 +1,9 @@
-//! The store's only `unsafe`: memory-mapping store files, `flock`, and
-//! `access(2)` to ask whether the store directory is writable.
+//! The store's `unsafe` primitives: memory-mapping files, `flock`, and
+//! `access(2)` to ask whether the store directory is writable. `flock` and
+//! `access` are safe wrappers; [`map_file`] is an `unsafe fn` because only
+//! its caller knows whether the file can change while mapped, so its three
+//! callers (`blob.rs`, `pack.rs`, `input.rs`) each hold one `unsafe` block
+//! saying why.
 //!
 //! Invariants:
 //! - A file is mapped only after the store has made it immutable: a raw blob
