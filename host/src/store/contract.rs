@@ -53,6 +53,8 @@ macro_rules! contract_tests {
             a_read_only_store_reads_and_refuses_every_write,
             unreadable_records_are_listed_and_everything_else_reads,
             names_and_blob_names_are_validated_on_write,
+            gc_keeps_the_blobs_of_a_save_not_yet_committed,
+            threads_commit_concurrently_and_every_save_survives,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -369,4 +371,45 @@ pub(crate) fn names_and_blob_names_are_validated_on_write(fixture: &mut dyn Fixt
         "invalid blob name \"../escape\" in artifact ok: contains a path separator"
     );
     assert!(names(&*store).is_empty());
+}
+
+pub(crate) fn gc_keeps_the_blobs_of_a_save_not_yet_committed(fixture: &mut dyn Fixture) {
+    let store = fixture.fresh();
+    let big = large(5);
+    save(&*store, "dead", &[("v", b"dead small"), ("w", &large(6))]);
+    let waiting = pending(
+        &*store,
+        "waiting",
+        &[("small", b"in flight"), ("big", &big)],
+    );
+    store.remove("dead").expect("remove");
+    store.gc().expect("gc with a save in flight");
+    store.commit(vec![waiting]).expect("commit after gc");
+    assert_eq!(load(&*store, "waiting"), vec![b"in flight".to_vec(), big]);
+    assert!(store.verify().expect("verify").is_ok());
+}
+
+pub(crate) fn threads_commit_concurrently_and_every_save_survives(fixture: &mut dyn Fixture) {
+    let store = fixture.fresh();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let store = Arc::clone(&store);
+            scope.spawn(move || {
+                for i in 0..15 {
+                    let bytes = format!("thread {t} save {i}");
+                    save(&*store, &format!("t{t}-{i:02}"), &[("v", bytes.as_bytes())]);
+                    save(&*store, "contended", &[("v", bytes.as_bytes())]);
+                }
+            });
+        }
+    });
+    let listed = names(&*store);
+    assert_eq!(listed.len(), 4 * 15 + 1);
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted);
+    assert_eq!(load(&*store, "t3-14"), vec![b"thread 3 save 14".to_vec()]);
+    let report = store.verify().expect("verify");
+    assert!(report.is_ok(), "{:?}", report.issues);
+    assert_eq!(report.artifacts, 4 * 15 + 1);
 }

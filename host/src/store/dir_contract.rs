@@ -41,11 +41,7 @@ impl Fixture for DirFixture {
     fn fresh(&mut self) -> Arc<dyn StoreBackend> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "stowage-contract-{}-{n}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let dir = std::env::temp_dir().join(format!("stowage-contract-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Arc::new(DirStore::open(&dir).expect("open a fresh store"));
         self.stores.push((dir, Arc::clone(&store)));
