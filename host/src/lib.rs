@@ -33,6 +33,8 @@ pub mod artifact;
 pub mod config;
 pub mod error;
 pub mod fallback;
+#[doc(hidden)]
+pub mod fs;
 mod host;
 pub mod lifecycle;
 pub mod loader;

@@ -194,29 +194,17 @@ fn copy_into_place(source: &Path, target: &Path) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| -> io::Result<()> {
-        let mut from = File::open(source)?;
-        let mut to = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(LIBRARY_MODE)
-            .open(&temp)?;
-        io::copy(&mut from, &mut to)?;
-        to.set_permissions(fs::Permissions::from_mode(LIBRARY_MODE))?;
-        to.sync_all()?;
-        fs::rename(&temp, target)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result?;
-    sync_dir(dir)
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true).mode(LIBRARY_MODE);
+    stowage::fs::write_atomically(&temp, target, &options, |to| {
+        io::copy(&mut File::open(source)?, to)?;
+        to.set_permissions(fs::Permissions::from_mode(LIBRARY_MODE))
+    })?;
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", dir.display()))
+    stowage::fs::sync_dir(dir).with_context(|| format!("cannot sync {}", dir.display()))
 }
 
 fn is_library(status: &PluginStatus, target: &Path) -> bool {

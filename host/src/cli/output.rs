@@ -47,6 +47,8 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
+use stowage::fs::{parent_dir, rename_into_place, sync_dir};
+
 /// Symlinks followed at most (Linux's own limit).
 pub const MAX_LINKS: usize = 40;
 
@@ -206,18 +208,6 @@ fn temp_beside(shown: &Path, target: &Path) -> Result<PathBuf, OutputError> {
     )))
 }
 
-/// The directory holding `path` (`.` for a bare name).
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 enum Sink {
     Stdout(io::Stdout),
     File(File),
@@ -350,16 +340,13 @@ impl FileOutput {
         let Some((temp, target, permissions)) = self.replace.take() else {
             return Ok(());
         };
-        let result = (|| {
-            if let Sink::File(file) = self.writer.get_ref() {
-                if let Some(permissions) = permissions {
-                    file.set_permissions(permissions)?;
-                }
-                file.sync_all()?;
-            }
-            fs::rename(&temp, &target)?;
-            sync_dir(parent_of(&target))
-        })();
+        let result = match self.writer.get_ref() {
+            Sink::File(file) => permissions
+                .map_or(Ok(()), |permissions| file.set_permissions(permissions))
+                .and_then(|()| rename_into_place(file, &temp, &target)),
+            // A replace always writes a file; stdout has nothing to rename.
+            Sink::Stdout(_) => Ok(()),
+        };
         if result.is_err() {
             let _ = fs::remove_file(&temp);
         }
@@ -478,7 +465,7 @@ pub fn write_dir(path: &Path, artifact: &str, files: &[(&str, &[u8])]) -> Result
         }
         sync_dir(&temp)?;
         fs::rename(&temp, &target)?;
-        sync_dir(parent_of(&target))
+        sync_dir(parent_dir(&target))
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(&temp);

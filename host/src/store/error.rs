@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::text::escape_control;
 
-/// Everything a [`Store`](super::Store) operation can fail with.
+/// Everything a [`DirStore`](super::DirStore) operation can fail with.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -21,7 +21,7 @@
 //!
 //! One more name is not a step but an injected fault, kept apart from
 //! [`FAILPOINTS`] (which lists only the save path):
-//! - `open-erofs` ([`OPEN_EROFS`]): [`Store::open`](super::Store::open)
+//! - `open-erofs` ([`OPEN_EROFS`]): [`DirStore::open`](super::DirStore::open)
 //!   behaves as if the file system had answered EROFS to its first write, so
 //!   the store opens read-only. The process goes on; tests use it to prove
 //!   a read-only mount is readable and refuses writes.
@@ -51,7 +51,7 @@ pub const FAILPOINTS: &[&str] = &[
     "after-index",
 ];
 
-/// Injected fault: `Store::open` acts as on a read-only file system.
+/// Injected fault: `DirStore::open` acts as on a read-only file system.
 pub const OPEN_EROFS: &str = "open-erofs";
 
 /// Injected faults (not save-path steps): they change behaviour instead of

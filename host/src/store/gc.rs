@@ -32,7 +32,7 @@ use super::error::{IoContext, StoreError};
 use super::index::Entry;
 use super::pack::{self, PackWriter, PACK_MAGIC};
 use super::record::{is_digest, BlobLocation, PackLoc};
-use super::{Store, Tails, Verify, BLOBS_DIR, PACKS_DIR};
+use super::{DirStore, Tails, Verify, BLOBS_DIR, PACKS_DIR};
 
 /// How old another instance's temp file must be before gc deletes it.
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(600);
@@ -52,7 +52,7 @@ pub struct GcReport {
     pub bytes_freed: u64,
 }
 
-/// One bad or missing blob found by [`Store::verify`].
+/// One bad or missing blob found by [`DirStore::verify`].
 #[derive(Debug)]
 pub struct VerifyIssue {
     /// The artifact's name.
@@ -65,7 +65,7 @@ pub struct VerifyIssue {
     pub error: StoreError,
 }
 
-/// The result of [`Store::verify`].
+/// The result of [`DirStore::verify`].
 #[derive(Debug, Default)]
 pub struct VerifyReport {
     /// Artifacts checked.
@@ -85,7 +85,7 @@ impl VerifyReport {
     }
 }
 
-impl Store {
+impl DirStore {
     /// Collects unreferenced data with the default grace period
     /// ([`DEFAULT_GC_GRACE`]) for other instances' temp files.
     pub fn gc(&self) -> Result<GcReport, StoreError> {

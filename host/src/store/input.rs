@@ -111,7 +111,13 @@ impl Input {
         if len == 0 {
             return Ok(Input { map: None });
         }
-        sys::map_file(file).map(|map| Input { map: Some(map) })
+        // SAFETY: `file` is the user's input file or our own spooled temp
+        // file. The spool is unlinked right after mapping and nothing else
+        // writes it. A user's file changed by another program while `put`
+        // reads it breaks the contract; that is the documented risk of the
+        // module's "a regular file is mapped" decision (SIGBUS is caught by
+        // the binary, and the digest is of the bytes as read).
+        unsafe { sys::map_file(file) }.map(|map| Input { map: Some(map) })
     }
 
     /// The input's size in bytes.
@@ -189,7 +195,7 @@ pub fn spool_input(
     reader: &mut dyn Read,
     source_name: &str,
 ) -> Result<Input, InputError> {
-    let (mut file, temp) = store.create_temp()?;
+    let (mut file, temp) = store.spool().create_temp()?;
     let spool_error = |source| InputError::Spool {
         source_name: source_name.to_owned(),
         path: temp.path().to_owned(),

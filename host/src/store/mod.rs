@@ -1,11 +1,23 @@
 //! The artifact store: named artifacts, each a metadata [`Record`] plus
-//! named, content-addressed (blake3) blobs, in one local directory.
+//! named, content-addressed (blake3) blobs.
 //!
 //! The store knows nothing about plugins or the ABI; the host's dispatch
-//! layer calls it. A save is [`Store::writer`] → [`ArtifactWriter::begin_blob`]
-//! / [`ArtifactWriter::write`] … → [`ArtifactWriter::finish`] →
-//! [`Store::commit`] (many artifacts per batch); a load is [`Store::get`] →
-//! [`Store::read_blobs`].
+//! layer calls it through [`Store`], a handle around one
+//! [`StoreBackend`] (the seam, `backend.rs`, with the guarantees every
+//! backend keeps; `contract.rs` tests them). A save is
+//! [`Store::writer`] → [`ArtifactWriter::begin_blob`] /
+//! [`ArtifactWriter::write`] … → [`ArtifactWriter::finish`] →
+//! [`Store::commit`] (many artifacts per batch); a load is [`Store::get`]
+//! → [`Store::read_blobs`].
+//!
+//! Rooms: `backend.rs` the seam, `handle.rs` the handle, `writer.rs`
+//! streaming blobs in, `commit.rs` making a batch visible, `blob.rs`
+//! reading blobs, `gc.rs` gc and verify, `index.rs` the log, `pack.rs`
+//! packs, `record.rs` records and name rules, `format.rs` the format
+//! marker, `sys.rs` the only `unsafe` primitives, `input.rs` `put`'s input.
+//!
+//! The rest of this file is the first backend, [`DirStore`]: one local
+//! directory.
 //!
 //! On-disk layout of a store directory:
 //!
@@ -28,7 +40,7 @@
 //!   or commit, leftover temp files and pack space by gc.
 //! - One batch = one pack write + one pack fsync + one log append + one log
 //!   fsync (plus one fsync per large blob and per touched blob directory).
-//! - Concurrency: threads share a `Store` (`Send + Sync`); processes share the
+//! - Concurrency: threads share a `DirStore` (`Send + Sync`); processes share the
 //!   directory. Commits, removals, gc and open's recovery hold an in-process
 //!   mutex plus an exclusive `flock` on `lock`, and first replay whatever
 //!   other processes appended to the log. Reads never lock: `get`/`list`
@@ -41,7 +53,7 @@
 //!   (a) `blobs/` files and pack ranges no live record references — nothing
 //!   uncommitted can be there while it holds the lock — and (b) temp files of
 //!   *other* store instances older than the grace period
-//!   ([`DEFAULT_GC_GRACE`], 10 min; [`Store::gc_with_grace`] for tests).
+//!   ([`DEFAULT_GC_GRACE`], 10 min; [`DirStore::gc_with_grace`] for tests).
 //!   Dedup against an existing file or pack range is decided under the lock
 //!   too, so gc cannot delete a blob between the dedup check and the commit.
 //!
@@ -77,7 +89,7 @@
 //!
 //! Read-only mode (SPEC §6 "reading never needs write access"): when the
 //! directory is not writable (`access(W_OK)`), or creating the layout, the
-//! lock or the log answers EACCES/EPERM/EROFS, [`Store::open`] opens the
+//! lock or the log answers EACCES/EPERM/EROFS, [`DirStore::open`] opens the
 //! store read-only: nothing is created, locked, truncated or deleted; a
 //! torn log tail is ignored in memory (damage in the middle still fails);
 //! a missing `index.log` reads as an empty store. `get`, `list`, `verify`
@@ -98,10 +110,18 @@
 //! the upgraded store either. Reads do not consult it: records carry their
 //! own versions.
 
+mod backend;
 mod blob;
+mod commit;
+#[cfg(test)]
+pub(crate) mod contract;
+#[cfg(test)]
+mod dir_contract;
 mod error;
 pub mod failpoint;
+mod format;
 mod gc;
+mod handle;
 mod index;
 mod input;
 mod pack;
@@ -112,18 +132,20 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use backend::{Records, StoreBackend};
 pub use blob::{BlobData, MappedBytes, Verify};
 pub use error::StoreError;
 pub use failpoint::FAILPOINTS;
+pub use format::STORE_FORMAT;
 pub use gc::{GcReport, VerifyIssue, VerifyReport, DEFAULT_GC_GRACE};
+pub use handle::Store;
 pub use input::{map_input, open_input, spool_input, Input, InputError};
 pub use pack::DEFAULT_PACK_LIMIT;
 pub use record::{
@@ -131,26 +153,20 @@ pub use record::{
     RECORD_FORMAT_VERSION, STORAGE_FILE_ZSTD, STORAGE_PACKED, STORAGE_PACKED_ZSTD, STORAGE_RAW,
 };
 pub use writer::{
-    ArtifactWriter, BlobLayout, PendingArtifact, COMPRESS_MIN, PACK_BLOB_MAX, RAW_FILE_THRESHOLD,
-    ZSTD_LEVEL,
+    ArtifactWriter, BlobLayout, PendingArtifact, Spool, COMPRESS_MIN, PACK_BLOB_MAX,
+    RAW_FILE_THRESHOLD, ZSTD_LEVEL,
 };
 
 use error::IoContext;
+use format::{read_format, write_format, FORMAT_FILE};
 use index::{Entry, Index, Tail};
-use pack::{PackCache, PackReadError, PackWriter};
-use writer::{Body, TempFile};
+use pack::{PackCache, PackWriter};
 
 const LOG_FILE: &str = "index.log";
 const LOCK_FILE: &str = "lock";
 const BLOBS_DIR: &str = "blobs";
 const PACKS_DIR: &str = "packs";
 const TMP_DIR: &str = "tmp";
-const FORMAT_FILE: &str = "format";
-const FORMAT_PREFIX: &str = "stowage-store ";
-
-/// The store format (directory layout and log framing) this build writes,
-/// recorded in the `format` marker as `stowage-store 1`.
-pub const STORE_FORMAT: u32 = 1;
 
 /// One live artifact as `ls` sees it: a readable record or an unreadable
 /// one.
@@ -177,11 +193,12 @@ static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
 /// An open store directory; see the module docs. `Send + Sync`: share it
 /// between threads by reference or `Arc`.
-pub struct Store {
+pub struct DirStore {
     dir: Arc<PathBuf>,
     /// `<pid>-<n>-<nanos>`: prefix of this instance's temp files.
     instance: String,
-    temp_counter: AtomicU64,
+    /// `tmp/`, where writers spill large blobs.
+    spool: Spool,
     log_path: PathBuf,
     /// Read handle of the log, used only under the index write lock;
     /// `None` for a read-only store without a log (an empty store).
@@ -239,16 +256,16 @@ impl Drop for Locked<'_> {
     }
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for DirStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("DirStore")
             .field("dir", &self.dir)
             .field("instance", &self.instance)
             .finish_non_exhaustive()
     }
 }
 
-impl Store {
+impl DirStore {
     /// Opens the store in `dir`, creating the layout if absent, and recovers
     /// from a crash: replays the log, truncates a torn tail and deletes
     /// other instances' temp files older than [`DEFAULT_GC_GRACE`].
@@ -259,12 +276,12 @@ impl Store {
     /// in memory, reads work and every write fails with
     /// [`StoreError::ReadOnly`]. A store whose format marker names a newer
     /// format is opened read-only the same way, its writes failing with
-    /// [`StoreError::NewerStoreFormat`]. See [`Store::is_read_only`].
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    /// [`StoreError::NewerStoreFormat`]. See [`DirStore::is_read_only`].
+    pub fn open(dir: &Path) -> Result<DirStore, StoreError> {
         if failpoint::is_armed(failpoint::OPEN_EROFS) {
-            return Store::open_read_only(dir, ReadOnlyWhy::Denied);
+            return DirStore::open_read_only(dir, ReadOnlyWhy::Denied);
         }
-        match Store::open_writable(dir) {
+        match DirStore::open_writable(dir) {
             Ok(store) => Ok(store),
             Err(e) if is_denied(&e) && dir.is_dir() => {
                 tracing::debug!(
@@ -273,22 +290,24 @@ impl Store {
                     error = %e,
                     "store is not writable; opening it read-only"
                 );
-                Store::open_read_only(dir, ReadOnlyWhy::Denied)
+                DirStore::open_read_only(dir, ReadOnlyWhy::Denied)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn open_writable(dir: &Path) -> Result<Store, StoreError> {
+    fn open_writable(dir: &Path) -> Result<DirStore, StoreError> {
         fs::create_dir_all(dir).at(dir)?;
         let dir = dir.canonicalize().at(dir)?;
         sys::check_writable(&dir).at(&dir)?;
         match read_format(&dir) {
             Ok(None) => {}
             Ok(Some(found)) if found <= u64::from(STORE_FORMAT) => {}
-            Ok(Some(found)) => return Store::open_read_only(&dir, ReadOnlyWhy::NewerFormat(found)),
+            Ok(Some(found)) => {
+                return DirStore::open_read_only(&dir, ReadOnlyWhy::NewerFormat(found))
+            }
             Err(StoreError::BadFormatMarker { reason, .. }) => {
-                return Store::open_read_only(&dir, ReadOnlyWhy::BadMarker(reason))
+                return DirStore::open_read_only(&dir, ReadOnlyWhy::BadMarker(reason))
             }
             Err(e) => return Err(e),
         }
@@ -319,7 +338,7 @@ impl Store {
         if created {
             sync_dir(&dir)?;
         }
-        let store = Store::new(
+        let store = DirStore::new(
             dir,
             log_path,
             Some(log_read),
@@ -345,8 +364,8 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens without writing anything; see [`Store::open`].
-    fn open_read_only(dir: &Path, why: ReadOnlyWhy) -> Result<Store, StoreError> {
+    /// Opens without writing anything; see [`DirStore::open`].
+    fn open_read_only(dir: &Path, why: ReadOnlyWhy) -> Result<DirStore, StoreError> {
         let dir = dir.canonicalize().at(dir)?;
         let log_path = dir.join(LOG_FILE);
         let log_read = match File::open(&log_path) {
@@ -354,7 +373,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(StoreError::io(&log_path, e)),
         };
-        let store = Store::new(dir, log_path, log_read, Mode::ReadOnly(why));
+        let store = DirStore::new(dir, log_path, log_read, Mode::ReadOnly(why));
         store.refresh(Tails::Report)?;
         tracing::debug!(
             target: "stowage::store",
@@ -365,7 +384,7 @@ impl Store {
         Ok(store)
     }
 
-    fn new(dir: PathBuf, log_path: PathBuf, log_read: Option<File>, mode: Mode) -> Store {
+    fn new(dir: PathBuf, log_path: PathBuf, log_read: Option<File>, mode: Mode) -> DirStore {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -375,10 +394,11 @@ impl Store {
             std::process::id(),
             INSTANCES.fetch_add(1, Ordering::Relaxed)
         );
-        Store {
-            dir: Arc::new(dir),
+        let dir = Arc::new(dir);
+        DirStore {
+            dir: Arc::clone(&dir),
+            spool: Spool::new(dir.join(TMP_DIR), instance.clone(), Arc::clone(&dir)),
             instance,
-            temp_counter: AtomicU64::new(0),
             log_path,
             log_read,
             mode,
@@ -391,7 +411,7 @@ impl Store {
         }
     }
 
-    /// Whether this store was opened read-only (see [`Store::open`]).
+    /// Whether this store was opened read-only (see [`DirStore::open`]).
     pub fn is_read_only(&self) -> bool {
         matches!(self.mode, Mode::ReadOnly(_))
     }
@@ -437,198 +457,6 @@ impl Store {
         &self.dir
     }
 
-    /// Starts writing the artifact `name` (1–255 bytes, no `/`, no control
-    /// character, no leading `.`, no leading or trailing whitespace).
-    /// Nothing is visible until [`Store::commit`]. Fails at once on a
-    /// read-only store ([`Store::check_writable`]).
-    pub fn writer(&self, name: &str) -> Result<ArtifactWriter<'_>, StoreError> {
-        self.check_write(name)?;
-        Ok(ArtifactWriter::new(self, name.to_owned()))
-    }
-
-    /// `Ok` if an artifact named `name` may be written here: the name
-    /// follows the rules of [`Store::writer`] and the store is writable.
-    /// Callers check this before dispatching, so a bad name or a read-only
-    /// store is reported as what it is, never as a serializer's failure.
-    pub fn check_write(&self, name: &str) -> Result<(), StoreError> {
-        record::validate_name(name).map_err(|reason| StoreError::InvalidName {
-            name: name.to_owned(),
-            reason,
-        })?;
-        self.check_writable()
-    }
-
-    /// Commits a batch all-or-nothing: one pack append and fsync for the
-    /// small blobs, renames of the large ones, then one index append and
-    /// fsync. Returns the new records, in batch order. A name already in
-    /// the store keeps its old record until this returns.
-    pub fn commit(&self, artifacts: Vec<PendingArtifact>) -> Result<Vec<Record>, StoreError> {
-        if artifacts.is_empty() {
-            return Ok(Vec::new());
-        }
-        for artifact in &artifacts {
-            if !Arc::ptr_eq(&artifact.store_dir, &self.dir) && artifact.store_dir != self.dir {
-                return Err(StoreError::ForeignPending {
-                    name: artifact.name.clone(),
-                    written_for: artifact.store_dir.to_path_buf(),
-                    store: self.dir.to_path_buf(),
-                });
-            }
-        }
-        self.check_writable()?;
-        // Large blobs' data is made durable before taking the lock.
-        for artifact in &artifacts {
-            for blob in &artifact.blobs {
-                if let Body::Temp { temp, .. } = &blob.body {
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(temp.path())
-                        .map_err(|e| missing_or_io(&artifact.name, &blob.name, temp.path(), e))?;
-                    file.sync_data().at(temp.path())?;
-                }
-            }
-        }
-
-        let mut locked = self.lock_for_write()?;
-        self.refresh(Tails::Truncate)?;
-        let created = record::rfc3339_utc(SystemTime::now());
-        let count = artifacts.len();
-
-        // Plan: small blobs into one pack buffer (dedup against live pack
-        // ranges and within the batch), large blobs to renames.
-        let mut buf: Vec<u8> = Vec::new();
-        let mut batch_dedup: HashMap<blake3::Hash, PackLoc> = HashMap::new();
-        let mut patch: Vec<(usize, usize)> = Vec::new();
-        let mut renames: Vec<Rename> = Vec::new();
-        let mut records: Vec<Record> = Vec::with_capacity(count);
-        {
-            let index = self.index_read();
-            for artifact in artifacts {
-                let PendingArtifact {
-                    name, meta, blobs, ..
-                } = artifact;
-                let mut blob_records = Vec::with_capacity(blobs.len());
-                for blob in blobs {
-                    let digest = blob.digest.to_hex().to_string();
-                    let location = match blob.body {
-                        Body::Inline { .. } if blob.size == 0 => BlobLocation::Pack(PackLoc {
-                            pack: 0,
-                            offset: 0,
-                            len: 0,
-                            zstd: false,
-                        }),
-                        Body::Inline { stored, zstd } => {
-                            if let Some(loc) = index.dedup_lookup(&digest) {
-                                BlobLocation::Pack(loc)
-                            } else {
-                                let loc = *batch_dedup.entry(blob.digest).or_insert_with(|| {
-                                    let loc = PackLoc {
-                                        pack: 0,
-                                        offset: buf.len() as u64,
-                                        len: stored.len() as u64,
-                                        zstd,
-                                    };
-                                    buf.extend_from_slice(&stored);
-                                    loc
-                                });
-                                patch.push((records.len(), blob_records.len()));
-                                BlobLocation::Pack(loc)
-                            }
-                        }
-                        Body::Temp { temp, zstd } => {
-                            renames.push(Rename {
-                                temp,
-                                digest: digest.clone(),
-                                zstd,
-                                artifact: name.clone(),
-                                blob: blob.name.clone(),
-                            });
-                            if zstd {
-                                BlobLocation::FileZstd
-                            } else {
-                                BlobLocation::File
-                            }
-                        }
-                    };
-                    blob_records.push(BlobRecord {
-                        name: blob.name,
-                        size: blob.size,
-                        digest,
-                        storage: location.storage_name().to_owned(),
-                        location,
-                    });
-                }
-                records.push(Record {
-                    name,
-                    meta,
-                    blobs: blob_records,
-                    created: created.clone(),
-                    format_version: RECORD_FORMAT_VERSION,
-                });
-            }
-        }
-
-        let packs_dir = self.dir.join(PACKS_DIR);
-        if !buf.is_empty() {
-            let limit = locked.state.pack_limit;
-            let writer = PackWriter::select(&packs_dir, &mut locked.state.pack, limit, &|_| false)?;
-            let (id, base) = (writer.id(), writer.len()?);
-            for (r, b) in patch {
-                if let BlobLocation::Pack(loc) = &mut records[r].blobs[b].location {
-                    loc.pack = id;
-                    loc.offset += base;
-                }
-            }
-            writer.append(&buf)?;
-            failpoint::hit("after-blob");
-            writer.sync(&packs_dir)?;
-        }
-        failpoint::hit("after-blob-sync");
-
-        let blobs_dir = self.dir.join(BLOBS_DIR);
-        let mut touched_dirs = BTreeSet::new();
-        let mut new_subdir = false;
-        for mut rename in renames {
-            let target = self.blob_file(&rename.digest, rename.zstd);
-            let temp_len = fs::metadata(rename.temp.path())
-                .map_err(|e| missing_or_io(&rename.artifact, &rename.blob, rename.temp.path(), e))?
-                .len();
-            if fs::metadata(&target).is_ok_and(|m| m.is_file() && m.len() == temp_len) {
-                continue; // identical content is already stored; the temp is dropped
-            }
-            let parent = target.parent().unwrap_or(&blobs_dir).to_path_buf();
-            if !parent.is_dir() {
-                match fs::create_dir(&parent) {
-                    Ok(()) => new_subdir = true,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(StoreError::io(parent, e)),
-                }
-            }
-            failpoint::hit("before-rename");
-            fs::rename(rename.temp.path(), &target).at(&target)?;
-            rename.temp.disarm();
-            touched_dirs.insert(parent);
-        }
-        for dir in &touched_dirs {
-            sync_dir(dir)?;
-        }
-        if new_subdir {
-            sync_dir(&blobs_dir)?;
-        }
-        failpoint::hit("before-index");
-
-        let entry = Entry {
-            put: records,
-            ..Entry::default()
-        };
-        let (at, len) = self.append_entry(&entry, true)?;
-        let records = entry.put.clone();
-        self.apply_appended(at, len, entry);
-        drop(locked);
-        tracing::debug!(target: "stowage::store", artifacts = count, "batch committed");
-        Ok(records)
-    }
-
     /// The live record named `name`; [`StoreError::NotFound`] if there is
     /// none, [`StoreError::Unreadable`] if its record cannot be read by this
     /// build.
@@ -649,9 +477,9 @@ impl Store {
         })
     }
 
-    /// All live, readable records, sorted by name ([`Store::listing`] adds
+    /// All live, readable records, sorted by name ([`DirStore::listing`] adds
     /// the unreadable ones). If the log cannot be replayed (see
-    /// [`Store::get`] for the error), the last good view is returned and
+    /// [`DirStore::get`] for the error), the last good view is returned and
     /// the error logged.
     pub fn list(&self) -> Vec<Record> {
         self.refresh_or_warn();
@@ -702,7 +530,7 @@ impl Store {
     }
 
     /// Removes the artifact `name` (appends a tombstone) and returns what
-    /// it was. Its data stays until [`Store::gc`]. An unreadable record can
+    /// it was. Its data stays until [`DirStore::gc`]. An unreadable record can
     /// be removed too (that is how a user gives up on it).
     pub fn remove(&self, name: &str) -> Result<Listed, StoreError> {
         let _locked = self.lock_for_write()?;
@@ -771,7 +599,7 @@ impl Store {
         })
     }
 
-    /// [`Store::lock`] for a write: refuses a read-only store, and checks
+    /// [`DirStore::lock`] for a write: refuses a read-only store, and checks
     /// the format marker under the lock (another process may have upgraded
     /// the store since open), writing it if the store has none yet.
     fn lock_for_write(&self) -> Result<Locked<'_>, StoreError> {
@@ -790,21 +618,6 @@ impl Store {
     /// The append handle of the log; only under the store lock.
     fn log_append(&self) -> Result<&File, StoreError> {
         self.handles().map(|(log_append, _)| log_append)
-    }
-
-    /// Creates a new temp file for a large blob.
-    pub(crate) fn create_temp(&self) -> Result<(File, TempFile), StoreError> {
-        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .dir
-            .join(TMP_DIR)
-            .join(format!("{}-{n}.tmp", self.instance));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .at(&path)?;
-        Ok((file, TempFile::new(path)))
     }
 
     /// Replays log frames appended since the last replay, handling a bad
@@ -918,136 +731,6 @@ impl Store {
         }
     }
 
-    /// Reads one blob; retries once with the current record of the same
-    /// name if a packed blob's pack is gone (gc compaction in another
-    /// process moved it).
-    fn read_blob_retrying(
-        &self,
-        artifact: &str,
-        blob: &BlobRecord,
-        verify: Verify,
-    ) -> Result<BlobData, StoreError> {
-        match self.read_blob(artifact, blob, verify) {
-            Err(e @ StoreError::MissingBlob { .. })
-                if matches!(blob.location, BlobLocation::Pack(_)) =>
-            {
-                self.refresh(Tails::Ignore)?;
-                let moved = self.index_read().records.get(artifact).and_then(|r| {
-                    r.blobs
-                        .iter()
-                        .find(|b| {
-                            b.name == blob.name
-                                && b.digest == blob.digest
-                                && b.location != blob.location
-                        })
-                        .cloned()
-                });
-                match moved {
-                    Some(moved) => self.read_blob(artifact, &moved, verify),
-                    None => Err(e),
-                }
-            }
-            other => other,
-        }
-    }
-
-    fn read_blob(
-        &self,
-        artifact: &str,
-        blob: &BlobRecord,
-        verify: Verify,
-    ) -> Result<BlobData, StoreError> {
-        let size_mismatch = |actual: u64, expected: u64| StoreError::SizeMismatch {
-            name: artifact.to_owned(),
-            blob: blob.name.clone(),
-            expected,
-            actual,
-        };
-        let data = match blob.location {
-            BlobLocation::File | BlobLocation::FileZstd => {
-                let path = self.blob_path(blob);
-                let file =
-                    File::open(&path).map_err(|e| missing_or_io(artifact, &blob.name, &path, e))?;
-                if blob.location == BlobLocation::FileZstd {
-                    let bytes =
-                        blob::decode_zstd(BufReader::new(file), blob.size).map_err(|source| {
-                            StoreError::Undecodable {
-                                name: artifact.to_owned(),
-                                blob: blob.name.clone(),
-                                path: path.clone(),
-                                source,
-                            }
-                        })?;
-                    BlobData::Owned(Arc::new(bytes))
-                } else {
-                    let len = file.metadata().at(&path)?.len();
-                    if len != blob.size {
-                        return Err(size_mismatch(len, blob.size));
-                    }
-                    if len == 0 {
-                        BlobData::empty()
-                    } else {
-                        let map = Arc::new(sys::map_file(&file).at(&path)?);
-                        let len = map.len();
-                        MappedBytes::new(map, 0, len)
-                            .map(BlobData::Mapped)
-                            .ok_or_else(|| size_mismatch(len as u64, blob.size))?
-                    }
-                }
-            }
-            BlobLocation::Pack(loc) => {
-                if loc.len == 0 {
-                    BlobData::empty()
-                } else {
-                    let packs_dir = self.dir.join(PACKS_DIR);
-                    let (map, start, len) =
-                        self.packs.range(&packs_dir, &loc).map_err(|e| match e {
-                            PackReadError::Missing(path) => StoreError::MissingBlob {
-                                name: artifact.to_owned(),
-                                blob: blob.name.clone(),
-                                path,
-                            },
-                            PackReadError::Short { have } => {
-                                size_mismatch(have.saturating_sub(loc.offset), loc.len)
-                            }
-                            PackReadError::Io(e) => e,
-                        })?;
-                    let mapped = MappedBytes::new(map, start, len)
-                        .ok_or_else(|| size_mismatch(0, loc.len))?;
-                    if loc.zstd {
-                        let bytes =
-                            blob::decode_zstd(&mapped[..], blob.size).map_err(|source| {
-                                StoreError::Undecodable {
-                                    name: artifact.to_owned(),
-                                    blob: blob.name.clone(),
-                                    path: pack::pack_path(&packs_dir, loc.pack),
-                                    source,
-                                }
-                            })?;
-                        BlobData::Owned(Arc::new(bytes))
-                    } else {
-                        BlobData::Mapped(mapped)
-                    }
-                }
-            }
-        };
-        if data.len() as u64 != blob.size {
-            return Err(size_mismatch(data.len() as u64, blob.size));
-        }
-        if verify == Verify::Hash {
-            let actual = blake3::hash(&data).to_hex();
-            if actual.as_str() != blob.digest {
-                return Err(StoreError::Corrupt {
-                    name: artifact.to_owned(),
-                    blob: blob.name.clone(),
-                    expected: blob.digest.clone(),
-                    actual: actual.to_string(),
-                });
-            }
-        }
-        Ok(data)
-    }
-
     /// Deletes other instances' temp files older than `grace`; returns how
     /// many and their bytes.
     fn clean_temp(&self, grace: std::time::Duration) -> Result<(usize, u64), StoreError> {
@@ -1082,13 +765,64 @@ impl Store {
     }
 }
 
-/// A large blob's temp file waiting to be renamed into `blobs/`.
-struct Rename {
-    temp: TempFile,
-    digest: String,
-    zstd: bool,
-    artifact: String,
-    blob: String,
+impl StoreBackend for DirStore {
+    fn location(&self) -> &Path {
+        &self.dir
+    }
+
+    fn is_read_only(&self) -> bool {
+        DirStore::is_read_only(self)
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        DirStore::check_writable(self)
+    }
+
+    fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    fn commit(&self, batch: Vec<PendingArtifact>) -> Result<Vec<Record>, StoreError> {
+        DirStore::commit(self, batch)
+    }
+
+    fn remove(&self, name: &str) -> Result<Listed, StoreError> {
+        DirStore::remove(self, name)
+    }
+
+    fn get(&self, name: &str) -> Result<Record, StoreError> {
+        DirStore::get(self, name)
+    }
+
+    fn records(&self) -> Result<Records<'_>, StoreError> {
+        Ok(Box::new(self.listing().into_iter().map(
+            |listed| match listed {
+                Listed::Record(record) => Ok(record),
+                Listed::Unreadable(bad) => Err(bad),
+            },
+        )))
+    }
+
+    fn read_blob(
+        &self,
+        record: &Record,
+        blob: &BlobRecord,
+        verify: Verify,
+    ) -> Result<BlobData, StoreError> {
+        self.read_blob_retrying(&record.name, blob, verify)
+    }
+
+    fn gc(&self) -> Result<GcReport, StoreError> {
+        DirStore::gc(self)
+    }
+
+    fn verify(&self) -> Result<VerifyReport, StoreError> {
+        DirStore::verify(self)
+    }
+
+    fn blob_path(&self, blob: &BlobRecord) -> Option<PathBuf> {
+        Some(DirStore::blob_path(self, blob))
+    }
 }
 
 /// `MissingBlob` for a file that is gone, `Io` otherwise.
@@ -1104,20 +838,12 @@ fn missing_or_io(artifact: &str, blob: &str, path: &Path, e: io::Error) -> Store
     }
 }
 
-/// Makes a directory's entries (creations, renames) durable.
+/// Makes a directory's entries durable; see [`crate::fs::sync_dir`].
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    #[cfg(unix)]
-    {
-        File::open(dir).and_then(|d| d.sync_all()).at(dir)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
+    crate::fs::sync_dir(dir).at(dir)
 }
 
-/// How [`Store::refresh`] treats what follows the last valid frame.
+/// How [`DirStore::refresh`] treats what follows the last valid frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tails {
     /// A reader without the lock: stop quietly (an append may be under way).
@@ -1140,52 +866,7 @@ fn is_denied(e: &StoreError) -> bool {
     )
 }
 
-/// The store format in `dir`'s marker; `None` if there is no marker (a
-/// store created before markers existed: format 1).
-fn read_format(dir: &Path) -> Result<Option<u64>, StoreError> {
-    let path = dir.join(FORMAT_FILE);
-    let text = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::io(path, e)),
-    };
-    let malformed = |reason: &str| StoreError::BadFormatMarker {
-        path: path.clone(),
-        reason: reason.to_owned(),
-    };
-    let text = std::str::from_utf8(&text).map_err(|_| malformed("not UTF-8"))?;
-    let number = text
-        .strip_suffix('\n')
-        .unwrap_or(text)
-        .strip_prefix(FORMAT_PREFIX)
-        .ok_or_else(|| malformed("expected \"stowage-store N\""))?;
-    match number.parse::<u64>() {
-        Ok(n) if n >= 1 => Ok(Some(n)),
-        _ => Err(malformed("expected \"stowage-store N\" with N ≥ 1")),
-    }
-}
-
-/// Writes the marker of [`STORE_FORMAT`] crash-safely (temp file, fsync,
-/// rename, directory fsync). Called under the store lock.
-fn write_format(dir: &Path, instance: &str) -> Result<(), StoreError> {
-    let path = dir.join(FORMAT_FILE);
-    let temp = dir.join(format!("{FORMAT_FILE}.{instance}.tmp"));
-    let written = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(format!("{FORMAT_PREFIX}{STORE_FORMAT}\n").as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, &path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(StoreError::io(path, e));
-    }
-    sync_dir(dir)?;
-    tracing::debug!(target: "stowage::store", dir = %dir.display(), "store format marker written");
-    Ok(())
-}
-
-/// Replays index-log bytes the way [`Store::open`] does and returns the
+/// Replays index-log bytes the way [`DirStore::open`] does and returns the
 /// number of live records, readable or not, for the `store_record` fuzz
 /// target. Not a stable API.
 #[doc(hidden)]

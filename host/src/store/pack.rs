@@ -224,7 +224,11 @@ impl PackCache {
             }
             Err(e) => return Err(PackReadError::Io(StoreError::io(path, e))),
         };
-        let map = sys::map_file(&file).map_err(|e| PackReadError::Io(StoreError::io(&path, e)))?;
+        // SAFETY: packs are append-only and never truncated or rewritten
+        // while this store format is in use (gc removes a pack by unlink),
+        // so the mapped bytes never change (sys.rs invariants).
+        let map = unsafe { sys::map_file(&file) }
+            .map_err(|e| PackReadError::Io(StoreError::io(&path, e)))?;
         if (map.len() as u64) < end {
             return Err(PackReadError::Short {
                 have: map.len() as u64,

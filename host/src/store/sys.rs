@@ -1,5 +1,9 @@
-//! The store's only `unsafe`: memory-mapping store files, `flock`, and
-//! `access(2)` to ask whether the store directory is writable.
+//! The store's `unsafe` primitives: memory-mapping files, `flock`, and
+//! `access(2)` to ask whether the store directory is writable. `flock` and
+//! `access` are safe wrappers; [`map_file`] is an `unsafe fn` because only
+//! its caller knows whether the file can change while mapped, so its three
+//! callers (`blob.rs`, `pack.rs`, `input.rs`) each hold one `unsafe` block
+//! saying why.
 //!
 //! Invariants:
 //! - A file is mapped only after the store has made it immutable: a raw blob
@@ -11,7 +15,7 @@
 //! - The lock is an advisory `flock` on `<store>/lock`. It is released by
 //!   the kernel when the holder exits or crashes, so a failpoint or a kill
 //!   never leaves a stale lock behind. `flock` belongs to the open file
-//!   description, so two [`Store`](super::Store)s in one process exclude
+//!   description, so two [`DirStore`](super::DirStore)s in one process exclude
 //!   each other exactly like two processes do.
 //!
 //! Decision: mapping cannot be made safe against *other programs* that
@@ -27,15 +31,18 @@ use memmap2::Mmap;
 
 /// Maps the whole of `file` read-only.
 ///
-/// The caller guarantees the file is one the store treats as immutable (a
-/// renamed raw blob file or a pack); see the module invariants.
-pub(crate) fn map_file(file: &File) -> io::Result<Mmap> {
-    // SAFETY: memmap2 requires that the mapped file is not modified or
-    // truncated while mapped. Store files passed here are never written in
-    // place after they become visible (raw blobs are renamed into place
-    // complete; packs are append-only and never truncated) and are removed
-    // only by unlink, which keeps the mapping's pages alive. Modification by
-    // other programs is outside the store's contract (module docs).
+/// # Safety
+///
+/// The caller guarantees that nothing modifies or truncates the file while
+/// the returned mapping (or any slice of it) is alive: memmap2 hands out
+/// `&[u8]` over the pages, and Rust assumes a shared slice never changes.
+/// Store files satisfy this by the module invariants (a raw blob file is
+/// mapped only after its rename into `blobs/`, a pack is append-only and
+/// never truncated, removal is an unlink). Files of other programs do not:
+/// a caller mapping one must document what happens if that program changes
+/// it (see `input.rs`).
+pub(crate) unsafe fn map_file(file: &File) -> io::Result<Mmap> {
+    // SAFETY: forwarded to our caller by this function's `# Safety` section.
     unsafe { Mmap::map(file) }
 }
 

@@ -6,6 +6,7 @@
 //! Decision: every test works in its own directory under
 //! `std::env::temp_dir()`, named from the pid and a counter, removed on drop.
 
+use super::writer::Body;
 use super::*;
 
 use std::io::Write as _;
@@ -50,7 +51,7 @@ fn meta(obj_type: &str) -> RecordMeta {
 
 type Blobs<'a> = &'a [(&'a str, BlobLayout, &'a [u8])];
 
-fn pending(store: &Store, name: &str, blobs: Blobs<'_>) -> PendingArtifact {
+fn pending(store: &DirStore, name: &str, blobs: Blobs<'_>) -> PendingArtifact {
     let mut writer = store.writer(name).expect("writer");
     for (blob, layout, data) in blobs {
         writer.begin_blob(blob, *layout).expect("begin_blob");
@@ -61,14 +62,14 @@ fn pending(store: &Store, name: &str, blobs: Blobs<'_>) -> PendingArtifact {
     writer.finish(meta("bytes")).expect("finish")
 }
 
-fn save(store: &Store, name: &str, blobs: Blobs<'_>) -> Record {
+fn save(store: &DirStore, name: &str, blobs: Blobs<'_>) -> Record {
     let mut records = store
         .commit(vec![pending(store, name, blobs)])
         .expect("commit");
     records.remove(0)
 }
 
-fn load(store: &Store, name: &str) -> Vec<Vec<u8>> {
+fn load(store: &DirStore, name: &str) -> Vec<Vec<u8>> {
     let record = store.get(name).expect("get");
     store
         .read_blobs(&record, Verify::Hash)
@@ -143,7 +144,7 @@ fn only_blob(record: &Record) -> &BlobRecord {
 #[test]
 fn small_blob_round_trips_through_a_pack() {
     let dir = TestDir::new("small");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let record = save(
         &store,
         "small",
@@ -164,7 +165,7 @@ fn small_blob_round_trips_through_a_pack() {
 #[test]
 fn large_raw_blob_gets_its_own_mappable_file() {
     let dir = TestDir::new("raw");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let data = noise(200 * 1024, 1);
     let record = save(&store, "tensor", &[("weights", BlobLayout::Raw, &data)]);
     let blob = only_blob(&record);
@@ -192,7 +193,7 @@ fn large_raw_blob_gets_its_own_mappable_file() {
 #[test]
 fn raw_threshold_separates_packed_from_file_blobs() {
     let dir = TestDir::new("threshold");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let below = noise(RAW_FILE_THRESHOLD as usize - 1, 2);
     let at = noise(RAW_FILE_THRESHOLD as usize, 3);
     let record = save(
@@ -211,7 +212,7 @@ fn raw_threshold_separates_packed_from_file_blobs() {
 #[test]
 fn compressible_blobs_are_zstd_packed_only_when_that_is_smaller() {
     let dir = TestDir::new("zstd");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let repetitive = text(20 * 1024);
     let random = noise(8 * 1024, 4);
     let tiny = text(1024);
@@ -240,7 +241,7 @@ fn compressible_blobs_are_zstd_packed_only_when_that_is_smaller() {
 #[test]
 fn large_compressible_blob_streams_to_a_zstd_file() {
     let dir = TestDir::new("zstdfile");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let data = text(1536 * 1024);
     let record = save(&store, "log", &[("lines", BlobLayout::Compressible, &data)]);
     let blob = only_blob(&record);
@@ -255,7 +256,7 @@ fn large_compressible_blob_streams_to_a_zstd_file() {
 #[test]
 fn multi_blob_artifact_keeps_blob_names_and_order() {
     let dir = TestDir::new("multi");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let big = noise(100 * 1024, 5);
     let blobs: Vec<(&str, BlobLayout, Vec<u8>)> = vec![
         ("header", BlobLayout::Compressible, text(5000)),
@@ -278,7 +279,7 @@ fn multi_blob_artifact_keeps_blob_names_and_order() {
 #[test]
 fn records_of_a_batch_share_an_rfc3339_created_time() {
     let dir = TestDir::new("created");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let batch = vec![
         pending(&store, "one", &[("b", BlobLayout::Raw, b"1")]),
         pending(&store, "two", &[("b", BlobLayout::Raw, b"2")]),
@@ -293,7 +294,7 @@ fn records_of_a_batch_share_an_rfc3339_created_time() {
 #[test]
 fn record_json_uses_the_stable_keys() {
     let dir = TestDir::new("json");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let record = save(&store, "j", &[("data", BlobLayout::Raw, b"x")]);
     let json = record.to_json();
     let mut keys: Vec<&str> = json
@@ -332,7 +333,7 @@ fn record_json_uses_the_stable_keys() {
 #[test]
 fn identical_content_is_stored_once() {
     let dir = TestDir::new("dedup");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let big = noise(100 * 1024, 6);
     let small = noise(500, 7);
     let first = save(
@@ -377,7 +378,7 @@ fn identical_content_is_stored_once() {
 #[test]
 fn overwrite_keeps_the_old_version_until_commit() {
     let dir = TestDir::new("overwrite");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     save(&store, "a", &[("v", BlobLayout::Raw, b"old")]);
     let new_big = noise(80 * 1024, 9);
     let next = pending(
@@ -408,7 +409,7 @@ fn overwrite_keeps_the_old_version_until_commit() {
 #[test]
 fn dropped_writers_and_pending_artifacts_leave_nothing_behind() {
     let dir = TestDir::new("dropped");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     {
         let mut writer = store.writer("half").expect("writer");
         writer.begin_blob("big", BlobLayout::Raw).expect("begin");
@@ -435,7 +436,7 @@ fn dropped_writers_and_pending_artifacts_leave_nothing_behind() {
 #[test]
 fn a_failing_artifact_aborts_the_whole_batch() {
     let dir = TestDir::new("batch");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     save(&store, "keep", &[("v", BlobLayout::Raw, b"old")]);
     let log_len = fs::metadata(store.dir().join("index.log"))
         .expect("log")
@@ -473,7 +474,7 @@ fn a_failing_artifact_aborts_the_whole_batch() {
         log_len
     );
     drop(store);
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = DirStore::open(dir.path()).expect("reopen");
     assert_eq!(store.list().len(), 1);
     assert_eq!(files_in(&store.dir().join("tmp")), 0);
 
@@ -491,8 +492,8 @@ fn a_failing_artifact_aborts_the_whole_batch() {
 fn pending_artifacts_of_another_store_are_refused() {
     let one = TestDir::new("foreign-1");
     let two = TestDir::new("foreign-2");
-    let a = Store::open(one.path()).expect("open a");
-    let b = Store::open(two.path()).expect("open b");
+    let a = DirStore::open(one.path()).expect("open a");
+    let b = DirStore::open(two.path()).expect("open b");
     let p = pending(&a, "x", &[("v", BlobLayout::Raw, b"1")]);
     let err = b.commit(vec![p]).expect_err("foreign");
     assert!(matches!(err, StoreError::ForeignPending { .. }), "{err}");
@@ -502,7 +503,7 @@ fn pending_artifacts_of_another_store_are_refused() {
 #[test]
 fn writer_misuse_is_reported() {
     let dir = TestDir::new("misuse");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     for bad in ["", ".hidden", "a/b", "nul\0", &"x".repeat(256)] {
         let err = store.writer(bad).expect_err("invalid name");
         assert!(matches!(err, StoreError::InvalidName { .. }), "{err}");
@@ -530,7 +531,7 @@ fn writer_misuse_is_reported() {
 #[test]
 fn missing_artifacts_are_not_found_with_the_exact_message() {
     let dir = TestDir::new("notfound");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let err = store.get("nope").expect_err("absent");
     assert!(matches!(&err, StoreError::NotFound { name } if name == "nope"));
     assert_eq!(err.to_string(), "no artifact named nope");
@@ -543,7 +544,7 @@ fn missing_artifacts_are_not_found_with_the_exact_message() {
 #[test]
 fn remove_then_gc_collects_only_unreferenced_data() {
     let dir = TestDir::new("gc");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let a_big = noise(90 * 1024, 14);
     let b_big = noise(90 * 1024, 15);
     let shared_zst = text(1200 * 1024);
@@ -594,7 +595,7 @@ fn remove_then_gc_collects_only_unreferenced_data() {
 #[test]
 fn gc_deletes_dead_packs_and_compacts_mostly_dead_ones() {
     let dir = TestDir::new("gcpacks");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     store.commit.lock().expect("commit state").pack_limit = 4096;
     // pack 1: p1a + p1b; pack 2: p2big + p2small; pack 3: p3.
     let (p1a, p1b) = (noise(2000, 20), noise(2000, 21));
@@ -650,7 +651,7 @@ fn gc_deletes_dead_packs_and_compacts_mostly_dead_ones() {
     assert!(store.verify().expect("verify").is_ok());
 
     drop(store);
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = DirStore::open(dir.path()).expect("reopen");
     assert_eq!(load(&store, "p2small"), vec![p2small]);
     assert_eq!(store.list().len(), 2);
     let report = store.gc_with_grace(Duration::ZERO).expect("gc again");
@@ -660,8 +661,8 @@ fn gc_deletes_dead_packs_and_compacts_mostly_dead_ones() {
 #[test]
 fn gc_keeps_the_blobs_of_uncommitted_saves() {
     let dir = TestDir::new("gcpending");
-    let a = Store::open(dir.path()).expect("open a");
-    let b = Store::open(dir.path()).expect("open b");
+    let a = DirStore::open(dir.path()).expect("open a");
+    let b = DirStore::open(dir.path()).expect("open b");
     let big = noise(100 * 1024, 30);
 
     // Own pending temp files survive even a zero grace period.
@@ -699,7 +700,7 @@ fn gc_keeps_the_blobs_of_uncommitted_saves() {
 #[test]
 fn verify_catches_a_flipped_byte_in_a_raw_blob() {
     let dir = TestDir::new("flipraw");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let record = save(
         &store,
         "raw",
@@ -725,7 +726,7 @@ fn verify_catches_a_flipped_byte_in_a_raw_blob() {
 #[test]
 fn verify_catches_a_flipped_byte_in_a_pack() {
     let dir = TestDir::new("flippack");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     save(&store, "before", &[("v", BlobLayout::Raw, b"before")]);
     let record = save(
         &store,
@@ -746,7 +747,7 @@ fn verify_catches_a_flipped_byte_in_a_pack() {
 #[test]
 fn verify_reports_a_deleted_blob_file() {
     let dir = TestDir::new("deleted");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let record = save(
         &store,
         "raw",
@@ -775,7 +776,7 @@ fn verify_reports_a_deleted_blob_file() {
 #[test]
 fn hashed_reads_refuse_corrupt_data() {
     let dir = TestDir::new("refuse");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let data = noise(70 * 1024, 42);
     let record = save(&store, "raw", &[("v", BlobLayout::Raw, &data)]);
     flip_byte(&store.blob_path(&record.blobs[0]), 10);
@@ -834,7 +835,7 @@ fn a_torn_index_tail_is_ignored_on_reopen() {
     let dir = TestDir::new("torn");
     let log = dir.path().join("index.log");
     let (len_before, len_after) = {
-        let store = Store::open(dir.path()).expect("open");
+        let store = DirStore::open(dir.path()).expect("open");
         save(&store, "a", &[("v", BlobLayout::Raw, b"a")]);
         save(&store, "b", &[("v", BlobLayout::Raw, b"b")]);
         let before = fs::metadata(&log).expect("log").len();
@@ -846,7 +847,7 @@ fn a_torn_index_tail_is_ignored_on_reopen() {
         .expect("truncate");
     drop(file);
 
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = DirStore::open(dir.path()).expect("reopen");
     let names: Vec<String> = store.list().into_iter().map(|r| r.name).collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(
@@ -856,7 +857,7 @@ fn a_torn_index_tail_is_ignored_on_reopen() {
     );
     save(&store, "d", &[("v", BlobLayout::Raw, b"d")]);
     drop(store);
-    let store = Store::open(dir.path()).expect("reopen again");
+    let store = DirStore::open(dir.path()).expect("reopen again");
     let names: Vec<String> = store.list().into_iter().map(|r| r.name).collect();
     assert_eq!(names, ["a", "b", "d"]);
     assert_eq!(load(&store, "d"), vec![b"d".to_vec()]);
@@ -866,8 +867,8 @@ fn a_torn_index_tail_is_ignored_on_reopen() {
 fn a_torn_tail_left_by_another_instance_is_cut_before_the_next_append() {
     let dir = TestDir::new("torn2");
     let log = dir.path().join("index.log");
-    let a = Store::open(dir.path()).expect("open a");
-    let b = Store::open(dir.path()).expect("open b");
+    let a = DirStore::open(dir.path()).expect("open a");
+    let b = DirStore::open(dir.path()).expect("open b");
     save(&a, "x", &[("v", BlobLayout::Raw, b"x")]);
     let mut file = OpenOptions::new().append(true).open(&log).expect("log");
     file.write_all(b"SLG1\xff\x00\x00\x00partial")
@@ -877,19 +878,19 @@ fn a_torn_tail_left_by_another_instance_is_cut_before_the_next_append() {
     save(&b, "y", &[("v", BlobLayout::Raw, b"y")]);
     assert_eq!(a.list().len(), 2);
     drop((a, b));
-    assert_eq!(Store::open(dir.path()).expect("reopen").list().len(), 2);
+    assert_eq!(DirStore::open(dir.path()).expect("reopen").list().len(), 2);
 }
 
 #[test]
 fn damage_in_the_middle_of_the_log_fails_open() {
     let dir = TestDir::new("midlog");
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = DirStore::open(dir.path()).expect("open");
         save(&store, "a", &[("v", BlobLayout::Raw, b"a")]);
         save(&store, "b", &[("v", BlobLayout::Raw, b"b")]);
     }
     flip_byte(&dir.path().join("index.log"), index::HEADER_LEN as u64 + 5);
-    let err = Store::open(dir.path()).expect_err("corrupt log");
+    let err = DirStore::open(dir.path()).expect_err("corrupt log");
     assert!(
         matches!(err, StoreError::LogCorrupt { offset: 0, .. }),
         "{err}"
@@ -911,7 +912,7 @@ fn append_frame(dir: &Path, payload: &serde_json::Value) {
 fn a_newer_record_format_is_unreadable_and_the_rest_reads() {
     let dir = TestDir::new("newer");
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = DirStore::open(dir.path()).expect("open");
         save(&store, "old", &[("v", BlobLayout::Raw, b"v1")]);
     }
     let record = serde_json::json!({
@@ -920,7 +921,7 @@ fn a_newer_record_format_is_unreadable_and_the_rest_reads() {
         "serializer_info": {}, "created": "2030-01-01T00:00:00Z", "format_version": 2
     });
     append_frame(dir.path(), &serde_json::json!({ "put": [record] }));
-    let store = Store::open(dir.path()).expect("one bad record never blocks the store");
+    let store = DirStore::open(dir.path()).expect("one bad record never blocks the store");
     assert_eq!(load(&store, "old"), vec![b"v1".to_vec()]);
     let reason = "record format version 2 is newer than this build reads (1); upgrade stowage";
     let err = store.get("future").expect_err("unreadable");
@@ -961,7 +962,7 @@ fn a_newer_record_format_is_unreadable_and_the_rest_reads() {
     assert!(store.unreadable().is_empty());
     assert_eq!(load(&store, "again"), vec![b"new".to_vec()]);
     drop(store);
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = DirStore::open(dir.path()).expect("reopen");
     assert!(store.unreadable().is_empty(), "replay agrees");
     assert_eq!(load(&store, "again"), vec![b"new".to_vec()]);
 }
@@ -970,7 +971,7 @@ fn a_newer_record_format_is_unreadable_and_the_rest_reads() {
 fn bad_frames_and_nameless_records_get_placeholders() {
     let dir = TestDir::new("placeholders");
     let at = {
-        let store = Store::open(dir.path()).expect("open");
+        let store = DirStore::open(dir.path()).expect("open");
         save(&store, "a", &[("v", BlobLayout::Raw, b"a")]);
         fs::metadata(dir.path().join("index.log"))
             .expect("log")
@@ -984,7 +985,7 @@ fn bad_frames_and_nameless_records_get_placeholders() {
         dir.path(),
         &serde_json::json!({"put": [{"format_version": 1}, {"name": "x/y", "format_version": 1}]}),
     );
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let bad: Vec<(String, String)> = store
         .unreadable()
         .into_iter()
@@ -1005,14 +1006,14 @@ fn bad_frames_and_nameless_records_get_placeholders() {
 fn a_record_with_an_escaping_blob_name_is_unreadable() {
     let dir = TestDir::new("escaping");
     let good = {
-        let store = Store::open(dir.path()).expect("open");
+        let store = DirStore::open(dir.path()).expect("open");
         save(&store, "good", &[("v", BlobLayout::Raw, b"payload")])
     };
     let mut json = good.to_log_json();
     json["name"] = "evil".into();
     json["blobs"][0]["name"] = "../ESCAPED".into();
     append_frame(dir.path(), &serde_json::json!({ "put": [json] }));
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let err = store.get("evil").expect_err("unreadable");
     assert_eq!(
         err.to_string(),
@@ -1023,7 +1024,7 @@ fn a_record_with_an_escaping_blob_name_is_unreadable() {
 #[test]
 fn blob_names_that_could_escape_are_refused_on_write() {
     let dir = TestDir::new("blobnames");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let mut writer = store.writer("x").expect("writer");
     for (bad, reason) in [
         ("../ESCAPED", "contains a path separator"),
@@ -1045,7 +1046,7 @@ fn blob_names_that_could_escape_are_refused_on_write() {
 fn a_read_only_store_reads_and_refuses_every_write() {
     let dir = TestDir::new("readonly");
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = DirStore::open(dir.path()).expect("open");
         save(&store, "a", &[("v", BlobLayout::Raw, b"a")]);
     }
     let log = dir.path().join("index.log");
@@ -1058,7 +1059,7 @@ fn a_read_only_store_reads_and_refuses_every_write() {
     fs::write(&stale_temp, b"old").expect("temp");
     let len = fs::metadata(&log).expect("log").len();
 
-    let store = Store::open_read_only(dir.path(), ReadOnlyWhy::Denied).expect("read-only open");
+    let store = DirStore::open_read_only(dir.path(), ReadOnlyWhy::Denied).expect("read-only open");
     assert!(store.is_read_only());
     assert_eq!(load(&store, "a"), vec![b"a".to_vec()]);
     assert!(store.verify().expect("verify").is_ok());
@@ -1079,7 +1080,7 @@ fn a_read_only_store_reads_and_refuses_every_write() {
 #[test]
 fn a_store_without_a_log_opens_read_only_as_empty() {
     let dir = TestDir::new("ro-empty");
-    let store = Store::open_read_only(dir.path(), ReadOnlyWhy::Denied).expect("open");
+    let store = DirStore::open_read_only(dir.path(), ReadOnlyWhy::Denied).expect("open");
     assert!(store.list().is_empty());
     assert!(store.get("x").expect_err("absent").is_not_found());
     assert_eq!(files_in(dir.path()), 0, "nothing created");
@@ -1090,7 +1091,7 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
     let dir = TestDir::new("marker");
     let marker = dir.path().join("format");
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = DirStore::open(dir.path()).expect("open");
         assert_eq!(
             fs::read_to_string(&marker).expect("marker"),
             "stowage-store 1\n"
@@ -1100,7 +1101,7 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
     // A store from before markers: the first write adds it.
     fs::remove_file(&marker).expect("remove marker");
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = DirStore::open(dir.path()).expect("open");
         assert!(!marker.exists(), "opening does not write it");
         save(&store, "b", &[("v", BlobLayout::Raw, b"b")]);
         assert_eq!(
@@ -1113,7 +1114,7 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
     let len = fs::metadata(dir.path().join("index.log"))
         .expect("log")
         .len();
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     assert!(store.is_read_only());
     assert_eq!(load(&store, "b"), vec![b"b".to_vec()]);
     let message = format!(
@@ -1131,13 +1132,13 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
     );
     // A writer that opened before the upgrade checks again under the lock.
     fs::write(&marker, "stowage-store 1\n").expect("marker");
-    let early = Store::open(dir.path()).expect("open");
+    let early = DirStore::open(dir.path()).expect("open");
     let late = pending(&early, "late", &[("v", BlobLayout::Raw, b"x")]);
     fs::write(&marker, "stowage-store 2\n").expect("upgrade");
     let err = early.commit(vec![late]).expect_err("refused");
     assert_eq!(err.to_string(), message);
     fs::write(&marker, "garbage").expect("garbage marker");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     assert_eq!(
         store.writer("c").expect_err("refused").to_string(),
         format!(
@@ -1151,7 +1152,7 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
 fn fuzz_entry_point_replays_logs_and_rejects_garbage() {
     let dir = TestDir::new("fuzz");
     {
-        let store = Store::open(dir.path()).expect("open");
+        let store = DirStore::open(dir.path()).expect("open");
         save(&store, "a", &[("v", BlobLayout::Raw, b"a")]);
         save(&store, "b", &[("v", BlobLayout::Raw, b"b")]);
         store.remove("a").expect("remove");
@@ -1169,7 +1170,7 @@ fn reopen_sees_everything() {
     let dir = TestDir::new("reopen");
     let big = noise(100 * 1024, 50);
     let before = {
-        let store = Store::open(dir.path()).expect("open");
+        let store = DirStore::open(dir.path()).expect("open");
         save(&store, "raw", &[("v", BlobLayout::Raw, &big)]);
         save(
             &store,
@@ -1187,7 +1188,7 @@ fn reopen_sees_everything() {
         store.remove("gone").expect("remove");
         store.list()
     };
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = DirStore::open(dir.path()).expect("reopen");
     assert_eq!(store.list(), before);
     let names: Vec<&str> = before.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["over", "packed", "raw", "zst"]);
@@ -1201,8 +1202,8 @@ fn reopen_sees_everything() {
 #[test]
 fn two_instances_on_one_dir_see_each_others_commits() {
     let dir = TestDir::new("two");
-    let a = Store::open(dir.path()).expect("open a");
-    let b = Store::open(dir.path()).expect("open b");
+    let a = DirStore::open(dir.path()).expect("open a");
+    let b = DirStore::open(dir.path()).expect("open b");
     save(&a, "from-a", &[("v", BlobLayout::Raw, b"a")]);
     assert_eq!(load(&b, "from-a"), vec![b"a".to_vec()]);
     save(
@@ -1226,8 +1227,8 @@ fn two_instances_on_one_dir_see_each_others_commits() {
 #[test]
 fn eight_threads_save_and_load_concurrently() {
     let dir = TestDir::new("threads");
-    let first = Arc::new(Store::open(dir.path()).expect("open"));
-    let second = Arc::new(Store::open(dir.path()).expect("open second"));
+    let first = Arc::new(DirStore::open(dir.path()).expect("open"));
+    let second = Arc::new(DirStore::open(dir.path()).expect("open second"));
     let handles: Vec<_> = (0..8u64)
         .map(|t| {
             let store = Arc::clone(if t % 2 == 0 { &first } else { &second });
@@ -1261,14 +1262,14 @@ fn eight_threads_save_and_load_concurrently() {
     assert_eq!(second.list().len(), 160);
     assert!(first.verify().expect("verify").is_ok());
     drop((first, second));
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = DirStore::open(dir.path()).expect("reopen");
     assert_eq!(store.list().len(), 160);
 }
 
 #[test]
 fn ten_thousand_small_artifacts_commit_in_one_batch() {
     let dir = TestDir::new("many");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let started = Instant::now();
     let batch: Vec<PendingArtifact> = (0..10_000u32)
         .map(|i| {
@@ -1296,7 +1297,7 @@ fn ten_thousand_small_artifacts_commit_in_one_batch() {
     assert_eq!(files_in(&store.dir().join("packs")), 1);
     drop(store);
     let started = Instant::now();
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = DirStore::open(dir.path()).expect("reopen");
     eprintln!("reopen with 10k records: {:?}", started.elapsed());
     assert_eq!(store.list().len(), 10_000);
 }
@@ -1304,11 +1305,11 @@ fn ten_thousand_small_artifacts_commit_in_one_batch() {
 #[test]
 fn blob_data_is_cheap_to_clone_and_send() {
     fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<Store>();
+    assert_send_sync::<DirStore>();
     assert_send_sync::<BlobData>();
     assert_send_sync::<PendingArtifact>();
     let dir = TestDir::new("clone");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let record = save(&store, "c", &[("v", BlobLayout::Raw, b"shared")]);
     let blobs = store.read_blobs(&record, Verify::None).expect("read");
     let copy = blobs[0].clone();
@@ -1320,7 +1321,7 @@ fn blob_data_is_cheap_to_clone_and_send() {
 
 const CHILD_DIR_VAR: &str = "STOWAGE_STORE_TEST_CHILD_DIR";
 
-fn save_version(store: &Store, version: u8) {
+fn save_version(store: &DirStore, version: u8) {
     let big = noise(100 * 1024, u64::from(version));
     save(
         store,
@@ -1339,7 +1340,7 @@ fn failpoint_child_save() {
     let Ok(dir) = std::env::var(CHILD_DIR_VAR) else {
         return;
     };
-    let store = Store::open(Path::new(&dir)).expect("child open");
+    let store = DirStore::open(Path::new(&dir)).expect("child open");
     save_version(&store, 2);
 }
 
@@ -1372,7 +1373,7 @@ const CHILD_TAG_VAR: &str = "STOWAGE_STORE_TEST_CHILD_TAG";
 
 /// Saves a series of artifacts tagged by the parent; the work of one
 /// process in `processes_commit_concurrently_without_corrupting_the_store`.
-fn save_series(store: &Store, tag: &str) {
+fn save_series(store: &DirStore, tag: &str) {
     for i in 0..30u64 {
         let small = noise(200, i);
         let big = noise(70 * 1024, 1000 + i);
@@ -1397,14 +1398,14 @@ fn process_child_saves_a_series() {
     let (Ok(dir), Ok(tag)) = (std::env::var(CHILD_DIR_VAR), std::env::var(CHILD_TAG_VAR)) else {
         return;
     };
-    let store = Store::open(Path::new(&dir)).expect("child open");
+    let store = DirStore::open(Path::new(&dir)).expect("child open");
     save_series(&store, &tag);
 }
 
 #[test]
 fn processes_commit_concurrently_without_corrupting_the_store() {
     let dir = TestDir::new("procs");
-    let store = Store::open(dir.path()).expect("open");
+    let store = DirStore::open(dir.path()).expect("open");
     let children: Vec<_> = ["p1", "p2"]
         .iter()
         .map(|tag| {
@@ -1430,7 +1431,7 @@ fn processes_commit_concurrently_without_corrupting_the_store() {
         .iter()
         .any(|t| last[0] == t.as_bytes()));
     drop(store);
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = DirStore::open(dir.path()).expect("reopen");
     assert_eq!(store.list(), names);
 }
 
@@ -1468,7 +1469,7 @@ fn failpoint_names_are_listed_in_save_path_order() {
 #[test]
 fn every_failpoint_leaves_the_old_or_the_new_artifact() {
     let control = TestDir::new("fp-none");
-    save_version(&Store::open(control.path()).expect("open"), 1);
+    save_version(&DirStore::open(control.path()).expect("open"), 1);
     let out = run_child(control.path(), None);
     assert!(
         out.status.success(),
@@ -1476,13 +1477,13 @@ fn every_failpoint_leaves_the_old_or_the_new_artifact() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        load(&Store::open(control.path()).expect("open"), "a")[1],
+        load(&DirStore::open(control.path()).expect("open"), "a")[1],
         [2; 100]
     );
 
     for name in FAILPOINTS {
         let dir = TestDir::new(name);
-        save_version(&Store::open(dir.path()).expect("open"), 1);
+        save_version(&DirStore::open(dir.path()).expect("open"), 1);
         let out = run_child(dir.path(), Some(name));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
@@ -1495,7 +1496,7 @@ fn every_failpoint_leaves_the_old_or_the_new_artifact() {
             "{name}: {stderr}"
         );
 
-        let store = Store::open(dir.path()).expect("reopen after crash");
+        let store = DirStore::open(dir.path()).expect("reopen after crash");
         let expected = if *name == "after-index" { 2 } else { 1 };
         let blobs = load(&store, "a");
         assert_eq!(blobs[1], [expected; 100], "{name}");

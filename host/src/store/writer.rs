@@ -1,13 +1,23 @@
 //! Writing one artifact: [`ArtifactWriter`] streams named blobs, hashing
 //! with blake3 in the same pass, and [`ArtifactWriter::finish`] turns them
-//! into a [`PendingArtifact`] for [`Store::commit`](super::Store::commit).
+//! into a [`PendingArtifact`] for
+//! [`StoreBackend::commit`](super::StoreBackend::commit).
+//!
+//! The writer knows no backend: it spools blobs that outgrow memory into a
+//! [`Spool`] (a directory of temp files the backend owns: the directory
+//! store's `tmp/`, an object store's local cache) and learns a blob's
+//! digest only when the blob is finished. What a backend does with a
+//! [`PendingArtifact`] (rename temp files into `blobs/`, or upload them by
+//! digest; append small blobs to a pack file, or put them in one pack
+//! object) is decided at commit.
 //!
 //! Where a blob's bytes go while it is being written:
 //! - below its spill size it is buffered in memory (small blobs are appended
 //!   to a pack at commit, all of a batch in one write);
 //! - a [`BlobLayout::Raw`] blob reaching [`RAW_FILE_THRESHOLD`] (64 KiB)
-//!   spills to a temp file `tmp/<instance>-<n>.tmp`, renamed at commit to
-//!   `blobs/<2 hex>/<digest>` (one uncompressed, mappable file);
+//!   spills to a temp file in the spool (`tmp/<instance>-<n>.tmp` of a
+//!   directory store), renamed at commit to `blobs/<2 hex>/<digest>` (one
+//!   uncompressed, mappable file);
 //! - a [`BlobLayout::Compressible`] blob larger than [`PACK_BLOB_MAX`]
 //!   (1 MiB) streams through a zstd encoder into a temp file, renamed at
 //!   commit to `blobs/<2 hex>/<digest>.zst`.
@@ -26,14 +36,15 @@
 //! Decision: after any I/O error the writer is failed for good
 //! ([`StoreError::WriterFailed`]): a blob with a hole must not be committed.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::error::{IoContext, StoreError};
+use super::failpoint;
 use super::record::{normalize_info, validate_blob_name, RecordMeta};
-use super::{failpoint, Store};
 
 /// Raw blobs of at least this many bytes get their own file.
 pub const RAW_FILE_THRESHOLD: u64 = 64 * 1024;
@@ -54,6 +65,42 @@ pub enum BlobLayout {
     Raw,
     /// Anything else: packed when small, zstd-compressed when that helps.
     Compressible,
+}
+
+/// Where one store instance's writers put blob bytes that outgrow memory
+/// before commit: `<dir>/<prefix>-<n>.tmp`, created exclusively.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    prefix: String,
+    counter: AtomicU64,
+    /// Identifies the store the spool belongs to; pending artifacts carry
+    /// it so a store refuses another store's ([`StoreError::ForeignPending`]).
+    store_id: Arc<PathBuf>,
+}
+
+impl Spool {
+    /// A spool writing into `dir`, naming files `<prefix>-<n>.tmp`.
+    pub(crate) fn new(dir: PathBuf, prefix: String, store_id: Arc<PathBuf>) -> Spool {
+        Spool {
+            dir,
+            prefix,
+            counter: AtomicU64::new(0),
+            store_id,
+        }
+    }
+
+    /// Creates a new temp file, deleted on drop unless disarmed.
+    pub(crate) fn create_temp(&self) -> Result<(File, TempFile), StoreError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{}-{n}.tmp", self.prefix));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .at(&path)?;
+        Ok((file, TempFile::new(path)))
+    }
 }
 
 /// A temp file that is deleted on drop unless disarmed.
@@ -145,7 +192,7 @@ struct Current {
 
 /// Streams the blobs of one artifact into the store; see the module docs.
 pub struct ArtifactWriter<'s> {
-    store: &'s Store,
+    spool: &'s Spool,
     name: String,
     blobs: Vec<PendingBlob>,
     current: Option<Current>,
@@ -163,9 +210,11 @@ impl std::fmt::Debug for ArtifactWriter<'_> {
 }
 
 impl<'s> ArtifactWriter<'s> {
-    pub(crate) fn new(store: &'s Store, name: String) -> ArtifactWriter<'s> {
+    /// A writer for the artifact `name` (already validated by the
+    /// backend) spooling into `spool`.
+    pub(crate) fn new(spool: &'s Spool, name: String) -> ArtifactWriter<'s> {
         ArtifactWriter {
-            store,
+            spool,
             name,
             blobs: Vec::new(),
             current: None,
@@ -210,14 +259,14 @@ impl<'s> ArtifactWriter<'s> {
                 name: self.name.clone(),
             });
         };
-        let result = Self::write_current(self.store, current, bytes);
+        let result = Self::write_current(self.spool, current, bytes);
         if result.is_err() {
             self.failed = true;
         }
         result
     }
 
-    fn write_current(store: &Store, cur: &mut Current, bytes: &[u8]) -> Result<(), StoreError> {
+    fn write_current(spool: &Spool, cur: &mut Current, bytes: &[u8]) -> Result<(), StoreError> {
         cur.hasher.update(bytes);
         cur.size += bytes.len() as u64;
         if let Sink::Memory(buf) = &mut cur.sink {
@@ -230,7 +279,7 @@ impl<'s> ArtifactWriter<'s> {
                 return Ok(());
             }
             let buffered = std::mem::take(buf);
-            let (file, temp) = store.create_temp()?;
+            let (file, temp) = spool.create_temp()?;
             let file = BufWriter::with_capacity(256 * 1024, file);
             cur.sink = match cur.layout {
                 BlobLayout::Raw => Sink::Raw(file, temp),
@@ -272,7 +321,7 @@ impl<'s> ArtifactWriter<'s> {
         }
         meta.serializer_info = normalize_info(std::mem::take(&mut meta.serializer_info));
         Ok(PendingArtifact {
-            store_dir: Arc::clone(&self.store.dir),
+            store_dir: Arc::clone(&self.spool.store_id),
             name: self.name,
             meta,
             blobs: self.blobs,
