@@ -19,12 +19,16 @@
 //! - `mid-index`: half of the index entry is written (a torn tail), then exit;
 //! - `after-index`: the whole entry is written, before its fsync.
 //!
-//! One more name is not a step but an injected fault, kept apart from
+//! Two more names are not steps but injected faults, kept apart from
 //! [`FAILPOINTS`] (which lists only the save path):
 //! - `open-erofs` ([`OPEN_EROFS`]): [`DirStore::open`](super::DirStore::open)
 //!   behaves as if the file system had answered EROFS to its first write, so
 //!   the store opens read-only. The process goes on; tests use it to prove
 //!   a read-only mount is readable and refuses writes.
+//! - `spool-enospc` ([`SPOOL_ENOSPC`]): every write into a large blob's
+//!   spool file fails with ENOSPC, as on a full disk; tests use it to prove
+//!   a store failure is reported as the store's, never blamed on the
+//!   plugin that was writing.
 //!
 //! Invariant: the variable is read once per process ([`OnceLock`]); arming is
 //! a pointer comparison afterwards, so an unarmed save pays nothing.
@@ -54,9 +58,30 @@ pub const FAILPOINTS: &[&str] = &[
 /// Injected fault: `DirStore::open` acts as on a read-only file system.
 pub const OPEN_EROFS: &str = "open-erofs";
 
+/// Injected fault: every write into a spool (temp) file fails with ENOSPC,
+/// as on a full disk.
+pub const SPOOL_ENOSPC: &str = "spool-enospc";
+
 /// Injected faults (not save-path steps): they change behaviour instead of
 /// exiting.
-pub const INJECTIONS: &[&str] = &[OPEN_EROFS];
+pub const INJECTIONS: &[&str] = &[OPEN_EROFS, SPOOL_ENOSPC];
+
+/// Whether [`SPOOL_ENOSPC`] is armed.
+pub(crate) fn spool_is_full() -> bool {
+    is_armed(SPOOL_ENOSPC)
+}
+
+/// The error a full disk gives a write.
+pub(crate) fn no_space() -> std::io::Error {
+    #[cfg(unix)]
+    {
+        std::io::Error::from_raw_os_error(libc::ENOSPC)
+    }
+    #[cfg(not(unix))]
+    {
+        std::io::Error::from(std::io::ErrorKind::StorageFull)
+    }
+}
 
 /// The armed failpoint of this process, read once from [`ENV_VAR`].
 pub fn armed() -> Option<&'static str> {

@@ -1417,9 +1417,10 @@ fn processes_commit_concurrently_without_corrupting_the_store() {
         })
         .collect();
     save_series(&store, "parent");
-    store
-        .gc_with_grace(Duration::ZERO)
-        .expect("gc while children run");
+    // The default grace: with zero, gc may take a child's temp file between
+    // its write and its commit, which the store documents as that child's
+    // loss (a writer older than the grace period), not as corruption.
+    store.gc().expect("gc while children run");
     for mut child in children {
         assert!(child.wait().expect("wait").success());
     }

@@ -300,6 +300,9 @@ impl<'s> ArtifactWriter<'s> {
                 buf.extend_from_slice(bytes);
                 Ok(())
             }
+            Sink::Raw(_, temp) | Sink::Zstd(_, temp) if failpoint::spool_is_full() => {
+                Err(failpoint::no_space()).at(temp.path())
+            }
             Sink::Raw(file, temp) => file.write_all(bytes).at(temp.path()),
             Sink::Zstd(encoder, temp) => encoder.write_all(bytes).at(temp.path()),
         }

@@ -385,4 +385,17 @@ fn a_store_failure_while_writing_blames_no_plugin_and_tries_no_other() {
     let host = dir.host();
     let ls = host.store().expect("store").list();
     assert!(ls.is_empty(), "nothing committed: {ls:?}");
+
+    // The same with a full disk (injected ENOSPC on the spool file).
+    let full = stowage_tests::StowageCmd::new(&dir, &["put", "big", "big.echo"])
+        .env("STOWAGE_FAILPOINT", "spool-enospc")
+        .output();
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: i/o error on {}/", tmp.display()))
+            && stderr.ends_with(": No space left on device (os error 28)\n")
+            && stderr.lines().count() == 1,
+        "one line naming the store's failure, no plugin skipped; got:\n{stderr}"
+    );
 }
