@@ -10,7 +10,7 @@ use crate::store::StoreError;
 use crate::text::quote_capped;
 use crate::value::JsonError;
 
-/// Everything a [`Host`] call can fail with.
+/// Everything a [`Host`](crate::Host) call can fail with.
 ///
 /// Decision: errors about an artifact's content (dispatch, JSON, empty
 /// input) are wrapped in [`Error::Artifact`] by [`Error::storing`] and

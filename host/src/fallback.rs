@@ -34,7 +34,7 @@ const BLOB: &str = "data";
 pub const MAX_DEPTH: usize = 512;
 
 /// The built-in MessagePack serializer.
-pub struct Fallback {
+pub(crate) struct Fallback {
     info: PluginInfo,
 }
 

@@ -74,18 +74,33 @@ impl Stats {
 /// One active serializer in the table.
 pub struct Route {
     /// Plugin name.
-    pub name: String,
+    pub(crate) name: String,
     /// Effective priority.
-    pub priority: u32,
+    pub(crate) priority: u32,
     /// Options from the config, passed on every call.
-    pub config_options: Vec<(String, String)>,
+    pub(crate) config_options: Vec<(String, String)>,
     /// The serializer.
-    pub serializer: Arc<dyn Serializer>,
+    pub(crate) serializer: Arc<dyn Serializer>,
     /// Its counters.
-    pub stats: Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
 }
 
 impl Route {
+    /// The serializer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its effective priority.
+    pub fn priority(&self) -> u32 {
+        self.priority
+    }
+
+    /// Its version.
+    pub fn version(&self) -> String {
+        self.serializer.info().version.to_string()
+    }
+
     /// Counts a failure of `entry` and returns it (its message capped) with
     /// the [`Skipped`] line for warnings.
     fn fail(&self, entry: &str, error: CallError) -> (CallError, Skipped) {
@@ -364,7 +379,7 @@ pub struct DispatchTable {
 
 impl DispatchTable {
     /// Builds the table from active routes.
-    pub fn new(mut routes: Vec<Route>) -> Self {
+    pub(crate) fn new(mut routes: Vec<Route>) -> Self {
         routes.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
         let ordered: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
         let slots = Kind::ALL
@@ -404,7 +419,7 @@ impl DispatchTable {
     /// winner's is returned with its metadata. A failure on the host side
     /// of the sink (the store) stops the dispatch with that error: no
     /// candidate is blamed and no other is tried.
-    pub fn serialize<S: BlobSink>(
+    pub(crate) fn serialize<S: BlobSink>(
         &self,
         value: &Value,
         call_options: &[(String, String)],
@@ -461,7 +476,7 @@ impl DispatchTable {
     /// Ingests a file with the first plugin whose `sniff` claims it and
     /// whose `ingest` succeeds (or with `only`, if given). Host-side sink
     /// failures stop the dispatch as in [`DispatchTable::serialize`].
-    pub fn ingest<S: BlobSink>(
+    pub(crate) fn ingest<S: BlobSink>(
         &self,
         file: &[u8],
         prefix: &[u8],
@@ -545,7 +560,7 @@ impl DispatchTable {
     }
 
     /// Deserializes an artifact.
-    pub fn deserialize(
+    pub(crate) fn deserialize(
         &self,
         meta: &ArtifactMeta,
         writer: &WrittenBy,

@@ -1,5 +1,5 @@
 //! The host's view of a serializer, whether a loaded plugin
-//! ([`crate::loader::ForeignPlugin`]) or the built-in MessagePack fallback
+//! (`loader::ForeignPlugin`) or the built-in MessagePack fallback
 //! ([`crate::fallback`]): one trait, plain Rust types, no ABI.
 //!
 //! Invariant: nothing here names an ABI type; the loader converts at its
@@ -13,8 +13,8 @@
 //! and the leaf `loader/convert.rs`, so every side imports them without a
 //! circle.
 //!
-//! Decision: [`CallValue`] keeps its cache of the ABI form
-//! (`PreparedValue`) here, opaque, because the [`Serializer`] trait passes a
+//! Decision: `CallValue` keeps its cache of the ABI form
+//! (`PreparedValue`) here, opaque, because the `Serializer` trait passes a
 //! `CallValue` to every candidate of one dispatch and the form must be built
 //! once for all of them, whichever serializer (foreign or the fallback) is
 //! asked. The type comes from `loader/convert.rs`, a leaf that names only
@@ -35,7 +35,7 @@ use crate::value::{Buffer, Kind, Value};
 
 /// What a serializer declared about itself, validated.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PluginInfo {
+pub(crate) struct PluginInfo {
     /// Unique name.
     pub name: String,
     /// Plugin version.
@@ -174,7 +174,7 @@ pub struct ArtifactMeta {
 
 /// A value on its way into a dispatch: the host value plus its ABI form,
 /// built at most once however many plugins are asked.
-pub struct CallValue<'v> {
+pub(crate) struct CallValue<'v> {
     value: &'v Value,
     prepared: RefCell<Option<PreparedValue<'v>>>,
 }
@@ -201,7 +201,7 @@ impl<'v> CallValue<'v> {
 }
 
 /// A serializer the registry can dispatch to.
-pub trait Serializer: Send + Sync {
+pub(crate) trait Serializer: Send + Sync {
     /// Its declaration.
     fn info(&self) -> &PluginInfo;
     /// Whether it takes the value.

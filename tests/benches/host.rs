@@ -77,7 +77,7 @@ fn dispatch(quick: bool) {
             let winner = snapshot
                 .table
                 .first_acceptor(&value)
-                .map(|r| r.name.clone());
+                .map(|r| r.name().to_owned());
             assert_eq!(winner.as_deref(), Some("echo"));
             reach.push(per_call_ns(runs, iters, || {
                 black_box(snapshot.table.first_acceptor(black_box(&value)));

@@ -87,7 +87,7 @@ struct Library {
 
 /// Lifecycle state kept across rescans.
 #[derive(Default)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     libraries: HashMap<PathBuf, Library>,
     stats: HashMap<String, Arc<Stats>>,
     states: HashMap<String, State>,

@@ -1,5 +1,5 @@
 //! Opening one plugin library file: the checks before `dlopen`, the probe,
-//! the abi_stable layout check, `init`, and the [`ForeignPlugin`] handle that
+//! the abi_stable layout check, `init`, and the `ForeignPlugin` handle that
 //! calls into the library afterwards.
 //!
 //! This module (with its children) is the only place in the host that names
@@ -12,7 +12,7 @@
 //! 3. the file is an ELF shared object and not truncated (on Linux; a
 //!    truncated file could otherwise fault inside `dlopen`);
 //! 4. `dlopen` (runs the library's initialisers — hence 1–3 first). A missing
-//!    shared-library dependency is not an error but [`Opened::MissingDependency`];
+//!    shared-library dependency is not an error but `Opened::MissingDependency`;
 //! 5. the frozen probe symbol: interface major equal, minor not newer — one
 //!    line naming both versions, before abi_stable's layout check;
 //! 6. the abi_stable root-module layout check, then each extension symbol's
@@ -45,9 +45,8 @@ use stowage_plugin_api::abi::{
     PROBE_SYMBOL,
 };
 
-pub use convert::PreparedValue;
 pub use file_probe::{check_library_file, FileProbe};
-pub use foreign::{generic_description, ForeignPlugin};
+pub(crate) use foreign::{generic_description, ForeignPlugin};
 
 pub use crate::serializer::host_interface;
 use crate::serializer::{is_valid_plugin_name, PluginInfo};
@@ -183,7 +182,7 @@ pub enum LoadError {
 }
 
 /// What opening a library produced.
-pub enum Opened {
+pub(crate) enum Opened {
     /// A working plugin.
     Plugin(Box<ForeignPlugin>),
     /// `dlopen` could not find one of the library's own dependencies (named);
@@ -192,7 +191,7 @@ pub enum Opened {
 }
 
 /// Checks to run before `dlopen`.
-pub struct Checks<'a> {
+pub(crate) struct Checks<'a> {
     /// The plugin directory (symlinks must resolve inside it).
     pub plugin_dir: &'a Path,
     /// Optional sha256 pin (lowercase hex).
@@ -200,7 +199,7 @@ pub struct Checks<'a> {
 }
 
 /// Opens one library through every check above.
-pub fn open(path: &Path, checks: &Checks<'_>) -> Result<Opened, LoadError> {
+pub(crate) fn open(path: &Path, checks: &Checks<'_>) -> Result<Opened, LoadError> {
     check_location(path, checks.plugin_dir)?;
     if let Some(expected) = checks.sha256 {
         check_sha256(path, &read_file(path, None)?, expected)?;

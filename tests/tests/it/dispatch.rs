@@ -138,7 +138,7 @@ fn panic_in_can_deserialize_skips_to_next_reader() {
         )
         .expect("loads");
     assert_eq!(
-        (loaded.route.name.as_str(), loaded.output),
+        (loaded.route.name(), loaded.output),
         ("echo", string("hello"))
     );
     assert_counted_panic(&host, "can_deserialize");
@@ -155,7 +155,7 @@ fn panic_in_deserialize_skips_to_next_reader() {
         )
         .expect("loads");
     assert_eq!(
-        (loaded.route.name.as_str(), loaded.output),
+        (loaded.route.name(), loaded.output),
         ("echo", string("panic:deserialize"))
     );
     assert_counted_panic(&host, "deserialize");
@@ -166,14 +166,19 @@ fn panic_in_sniff_and_ingest_skip_to_next_sniffer() {
     for entry in ["sniff", "ingest"] {
         let (_dir, host) = panicky_and_echo();
         let file = format!("ECHO\npanic:{entry}");
-        let table = &host.snapshot().table;
-        let prefix = file.as_bytes();
-        let ingested = table
-            .ingest(prefix, prefix, None, &[], &mut |_| {
-                Ok(stowage::MemorySink::default())
-            })
+        let saved = host
+            .put_file("p", file.as_bytes(), None, &[], "test")
             .expect("ingests");
-        assert_eq!(ingested.route.name, "echo", "{entry}");
+        assert_eq!(saved.record.meta.serializer, "echo", "{entry}");
+        assert_eq!(
+            saved
+                .skipped
+                .iter()
+                .map(|s| s.plugin.as_str())
+                .collect::<Vec<_>>(),
+            ["panicky"],
+            "{entry}"
+        );
         assert_counted_panic(&host, entry);
     }
 }
@@ -191,7 +196,7 @@ fn panic_in_export_and_describe_skip_to_next_reader() {
         )
         .expect("exports");
     assert_eq!(
-        (exported.route.name.as_str(), file.as_slice()),
+        (exported.route.name(), file.as_slice()),
         ("echo", &b"ECHO\npanic:export"[..])
     );
     assert_counted_panic(&host, "export");
