@@ -1450,7 +1450,7 @@ fn failpoint_names_are_listed_in_save_path_order() {
         ]
     );
     assert_eq!(failpoint::parse(Some("mid-index")), Some("mid-index"));
-    assert_eq!(failpoint::INJECTIONS, ["open-erofs"]);
+    assert_eq!(failpoint::INJECTIONS, ["open-erofs", "spool-enospc"]);
     assert_eq!(failpoint::parse(Some("open-erofs")), Some("open-erofs"));
     assert_eq!(
         failpoint::parse(Some(" before-index ")),
