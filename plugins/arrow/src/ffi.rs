@@ -96,6 +96,25 @@ pub fn export_batch(batch: &RecordBatch) -> Result<ArrowBatch, FormatError> {
     Ok(unsafe { ArrowBatch::from_raw(schema, array) })
 }
 
+/// The buffer `deserialize` decodes a stored file from: the lent blob
+/// itself (zero-copy) when it starts on a [`FILE_ALIGNMENT`] boundary, else
+/// one aligned copy.
+///
+/// Only for building the value `deserialize` returns: the host keeps the
+/// blobs it lent alive as long as that value (`Plugin::deserialize`'s
+/// contract), and every batch read from this buffer is part of it. That is
+/// the promise [`lent_buffer`] asks for.
+///
+/// [`FILE_ALIGNMENT`]: crate::FILE_ALIGNMENT
+pub(crate) fn file_buffer_for_value(blob: &[u8]) -> Buffer {
+    if blob.as_ptr().align_offset(crate::FILE_ALIGNMENT) == 0 {
+        // SAFETY: see above: the blob outlives every array of the value.
+        unsafe { lent_buffer(blob) }
+    } else {
+        Buffer::from(blob)
+    }
+}
+
 /// An arrow-rs [`Buffer`] over bytes the host lent, without copying them.
 ///
 /// # Safety
@@ -106,7 +125,7 @@ pub fn export_batch(batch: &RecordBatch) -> Result<ArrowBatch, FormatError> {
 /// value it gets back.
 ///
 /// [`Plugin::deserialize`]: stowage_plugin_api::Plugin::deserialize
-pub(crate) unsafe fn lent_buffer(bytes: &[u8]) -> Buffer {
+unsafe fn lent_buffer(bytes: &[u8]) -> Buffer {
     /// Owns nothing: the host owns the memory (see above).
     struct HostLent;
     let start = NonNull::from(bytes).cast::<u8>();

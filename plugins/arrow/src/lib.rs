@@ -138,18 +138,7 @@ impl Plugin for ArrowPlugin {
         _meta: &MetadataRef<'a>,
         blobs: &Blobs<'a>,
     ) -> Result<Value<'a>, PluginError> {
-        let blob = blob(blobs)?;
-        let file = if blob.as_ptr().align_offset(FILE_ALIGNMENT) == 0 {
-            // SAFETY: the host keeps `blobs` alive as long as the value
-            // returned (`Plugin::deserialize`'s contract), and every batch
-            // exported below is part of that value.
-            #[allow(unsafe_code)]
-            unsafe {
-                ffi::lent_buffer(blob)
-            }
-        } else {
-            Buffer::from(blob)
-        };
+        let file = ffi::file_buffer_for_value(blob(blobs)?);
         let table = read::read_file_buffer(&file)?;
         let mut batches = table.batches;
         if batches.is_empty() {

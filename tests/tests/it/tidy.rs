@@ -136,3 +136,61 @@ fn the_host_imports_without_a_circle() {
         );
     }
 }
+
+/// The files that may hold `unsafe` code, each for the reason ARCHITECTURE.md
+/// gives ("Cross-Cutting Concerns"). Anything else is safe Rust.
+const UNSAFE_FILES: &[&str] = &[
+    "plugin-api/src/abi.rs",
+    "plugin-api/src/arrow.rs",
+    "plugin-api/src/export.rs",
+    "plugin-api/src/plugin.rs",
+    "plugin-api/src/testing.rs",
+    "plugin-api/src/value.rs",
+    "host/src/loader/convert.rs",
+    "host/src/loader/foreign.rs",
+    "host/src/loader/mod.rs",
+    "host/src/main.rs",
+    "host/src/value.rs",
+    "host/src/store/sys.rs",
+    "host/src/store/blob.rs",
+    "host/src/store/pack.rs",
+    "host/src/store/input.rs",
+    "plugins/arrow/src/ffi.rs",
+    "tests/tests/it/arrow/c_data.rs",
+];
+
+#[test]
+fn unsafe_code_stays_in_the_listed_files() {
+    let opens_unsafe = |line: &str| {
+        let code = line.split("//").next().unwrap_or_default();
+        [UNSAFE_BLOCK, UNSAFE_IMPL, "unsafe fn", "unsafe extern"]
+            .iter()
+            .any(|needle| code.contains(needle))
+    };
+    let offenders: Vec<String> = sources()
+        .into_iter()
+        .filter(|(path, text)| {
+            !UNSAFE_FILES.contains(&path.as_str())
+                && !path.starts_with("tests/fixtures/")
+                && !path.starts_with("fuzz/")
+                && path != "tests/tests/it/tidy.rs"
+                && text.lines().any(opens_unsafe)
+        })
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "unsafe code outside the files ARCHITECTURE.md lists: {offenders:?}"
+    );
+    let architecture =
+        fs::read_to_string(workspace_root().join("ARCHITECTURE.md")).expect("read ARCHITECTURE.md");
+    let undocumented: Vec<&str> = UNSAFE_FILES
+        .iter()
+        .copied()
+        .filter(|path| !architecture.contains(&format!("`{path}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "ARCHITECTURE.md does not name these unsafe files: {undocumented:?}"
+    );
+}
