@@ -541,18 +541,9 @@ pub(crate) fn is_digest(s: &str) -> bool {
 
 /// Checks an artifact name (SPEC §7); `Err` says which rule it breaks.
 pub(crate) fn validate_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        Err("is empty")
-    } else if name.len() > MAX_NAME_LEN {
-        Err("is longer than 255 bytes")
-    } else if name.contains('/') {
-        Err("contains '/'")
-    } else if name.contains('\0') {
-        Err("contains a NUL byte")
-    } else if name.chars().any(char::is_control) {
+    validate_stored_name(name)?;
+    if name.chars().any(char::is_control) {
         Err("contains a control character")
-    } else if name.starts_with('.') {
-        Err("starts with '.'")
     } else if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
         Err("starts or ends with whitespace")
     } else {
