@@ -190,6 +190,9 @@ pub struct HostOptions {
     pub toggles: Option<String>,
     /// Store directory overriding `[store] dir` (`--store DIR`).
     pub store_dir: Option<PathBuf>,
+    /// Directories of bundled plugins, searched after the configured one
+    /// (origin `bundled`; the Python wheel ships its plugins this way).
+    pub bundled_plugin_dirs: Vec<PathBuf>,
 }
 
 impl HostOptions {
@@ -204,6 +207,7 @@ impl HostOptions {
             config_explicit,
             toggles: std::env::var("STOWAGE_PLUGINS").ok(),
             store_dir: None,
+            bundled_plugin_dirs: Vec::new(),
         }
     }
 
@@ -214,6 +218,7 @@ impl HostOptions {
             config_explicit: true,
             toggles: None,
             store_dir: None,
+            bundled_plugin_dirs: Vec::new(),
         }
     }
 }
@@ -250,7 +255,8 @@ impl Host {
         if let Ok(absolute) = std::path::absolute(&options.config_path) {
             options.config_path = absolute;
         }
-        let mut lifecycle = lifecycle::Lifecycle::default();
+        let mut lifecycle =
+            lifecycle::Lifecycle::with_bundled_dirs(options.bundled_plugin_dirs.clone());
         let (config, toggles) = load_config(&options)?;
         let snapshot = lifecycle.rescan(config, &toggles);
         Ok(Host {

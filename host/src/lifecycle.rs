@@ -82,8 +82,7 @@ impl fmt::Display for State {
     }
 }
 
-/// Where a serializer was found (SPEC §7 also names `bundled`, for the
-/// Python package's plugins, which this crate does not produce).
+/// Where a serializer was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// A `[plugins.NAME]` table.
@@ -93,6 +92,9 @@ pub enum Origin {
     /// The built-in fallback (even when a `[plugins.msgpack]` table
     /// configures it).
     Builtin,
+    /// A library in a bundled directory ([`crate::HostOptions::bundled_plugin_dirs`],
+    /// e.g. the Python wheel's), searched after the configured one.
+    Bundled,
 }
 
 impl Origin {
@@ -102,6 +104,7 @@ impl Origin {
             Origin::Config => "config",
             Origin::Directory => "directory",
             Origin::Builtin => "builtin",
+            Origin::Bundled => "bundled",
         }
     }
 }
@@ -270,6 +273,7 @@ pub struct Lifecycle {
     stats: HashMap<String, Arc<Stats>>,
     states: HashMap<String, State>,
     fallback: Arc<Fallback>,
+    bundled_dirs: Vec<PathBuf>,
 }
 
 /// One candidate during a rescan.
@@ -372,6 +376,22 @@ fn scan_dir(dir: &Path, configured: bool, warnings: &mut Vec<String>) -> Vec<Pat
 }
 
 impl Lifecycle {
+    /// A lifecycle that also searches `dirs`, after the configured plugin
+    /// directory, for bundled libraries (origin `bundled`).
+    ///
+    /// Decision: a bundled library is skipped when a candidate of its name
+    /// already has a library file (a config table's or the plugin
+    /// directory's: those override it); a config table whose own file is
+    /// missing takes the bundled file (its `enabled`/`priority` apply, so
+    /// a config can disable bundled plugins); autoload applies as in the
+    /// plugin directory.
+    pub fn with_bundled_dirs(dirs: Vec<PathBuf>) -> Lifecycle {
+        Lifecycle {
+            bundled_dirs: dirs,
+            ..Lifecycle::default()
+        }
+    }
+
     /// Recomputes every state from `config`, the plugin directory and
     /// `toggles` (name → enabled, from `STOWAGE_PLUGINS`).
     pub fn rescan(&mut self, config: Config, toggles: &[(String, bool)]) -> Snapshot {
@@ -449,6 +469,26 @@ impl Lifecycle {
             }
             candidates.push(candidate);
         }
+        for dir in &self.bundled_dirs {
+            for path in scan_dir(dir, false, warnings) {
+                let name = provisional_name(&path);
+                if let Some(existing) = candidates.iter_mut().find(|c| same_name(&c.name, &name)) {
+                    let file_missing = existing.path.as_ref().is_some_and(|p| !p.exists());
+                    if existing.origin == Origin::Config && file_missing {
+                        existing.path = Some(path);
+                        existing.origin = Origin::Bundled;
+                    }
+                    continue;
+                }
+                let mut candidate = new(name, Origin::Bundled, Some(path.clone()), None);
+                if !config.autoload {
+                    candidate.enabled = false;
+                    candidate.autoload_off = true;
+                    warnings.push(format!("{}: not loaded: autoload is off", path.display()));
+                }
+                candidates.push(candidate);
+            }
+        }
         candidates
     }
 
@@ -512,8 +552,13 @@ impl Lifecycle {
         if !reuse {
             self.transition(&candidate.name, State::Importing, None);
             let started = Instant::now();
+            // A bundled library is checked against its own directory.
+            let plugin_dir = match (candidate.origin, path.parent()) {
+                (Origin::Bundled, Some(dir)) => dir,
+                _ => &config.plugin_dir,
+            };
             let checks = Checks {
-                plugin_dir: &config.plugin_dir,
+                plugin_dir,
                 sha256: candidate.entry.as_ref().and_then(|e| e.sha256.as_deref()),
             };
             let outcome = match loader::open(&path, &checks) {

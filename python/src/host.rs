@@ -12,6 +12,12 @@
 //! the CLI's text as data; `verify()` returns its report (`ok`,
 //! `artifacts`, `blobs`, `bytes`, `issues`) instead of raising;
 //! `enable`/`disable` edit the config file as the CLI does, then rescan.
+//! Decision: a Host with no config finds it as the CLI does
+//! (`$STOWAGE_CONFIG`, else `./plugins.toml`, which may be absent), so its
+//! store is the CLI's default, `./store` beside that implicit config: the
+//! `stowage` command run in the same directory sees the same artifacts.
+//! Plugins come from the config's plugin directory, then the wheel's
+//! bundled `stowage/plugins/` (origin `bundled`).
 //! Decision: `serialize` returns `(blobs, meta)` where `meta` holds what
 //! `deserialize` needs: `obj_type`, `encoding`, `encoding_version`,
 //! `serializer`, `serializer_version`, `serializer_info`.
@@ -47,12 +53,14 @@ fn options_vec(options: Options) -> Vec<(String, String)> {
 impl PyHost {
     /// Opens a host: `config` (else `$STOWAGE_CONFIG`, else
     /// `./plugins.toml`), toggles from `$STOWAGE_PLUGINS`, `store`
-    /// overriding `[store] dir`.
+    /// overriding `[store] dir`; the wheel's bundled plugins
+    /// (`stowage/plugins/`) are searched after the configured directory.
     #[new]
     #[pyo3(signature = (config=None, store=None))]
     fn new(py: Python<'_>, config: Option<PathBuf>, store: Option<PathBuf>) -> PyResult<Self> {
         let mut options = HostOptions::from_env(config.as_deref());
         options.store_dir = store;
+        options.bundled_plugin_dirs = bundled_dir(py)?.into_iter().collect();
         let host = py.detach(|| Host::open(options)).map_err(to_py)?;
         Ok(PyHost {
             host: Arc::new(host),
@@ -361,6 +369,15 @@ impl PyHost {
         })
         .map_err(to_py)
     }
+}
+
+/// `stowage/plugins/` beside the package, if the wheel carries it.
+fn bundled_dir(py: Python<'_>) -> PyResult<Option<PathBuf>> {
+    let file: PathBuf = py.import("stowage")?.getattr("__file__")?.extract()?;
+    Ok(file
+        .parent()
+        .map(|package| package.join("plugins"))
+        .filter(|dir| dir.is_dir()))
 }
 
 /// One `stowage.PluginWarning` per skipped plugin, worded as the CLI's
