@@ -29,7 +29,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn sources() -> Vec<(String, String)> {
     let root = workspace_root();
     let mut files = Vec::new();
-    for dir in ["plugin-api", "host", "plugins", "tests", "fuzz"] {
+    for dir in ["plugin-api", "host", "plugins", "tests", "fuzz", "python"] {
         rust_files(&root.join(dir), &mut files);
     }
     files.sort();
