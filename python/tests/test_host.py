@@ -120,6 +120,34 @@ def rss_anon() -> int:
     raise AssertionError("no RssAnon")
 
 
+def peak_rss_growth(save) -> int:
+    """RssAnon growth at its peak (sampled every millisecond) during save()."""
+    baseline = rss_anon()
+    peak = baseline
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_anon())
+            done.wait(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        save()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak, rss_anon()) - baseline
+
+
+def test_saving_a_pyarrow_table_shares_its_buffers(host):
+    table = pa.table({"x": np.arange(8 << 20, dtype=np.int64)})
+    growth = peak_rss_growth(lambda: host.save("t", table))
+    assert growth < table.nbytes // 10, f"RssAnon grew by {growth} bytes saving {table.nbytes}"
+
+
 def test_saving_an_array_borrows_its_buffer(host):
     size = 64 << 20
     array = np.ones(size // 4, dtype=np.float32)
