@@ -342,3 +342,11 @@ def test_artifact_saved_by_rust_loads_in_python(tmp_path):
     h = stowage.Host(os.environ["STOWAGE_TEST_RUST_CONFIG"])
     loaded = h.load("from-rust")
     np.testing.assert_array_equal(loaded, np.array([1.5, -2.0, 3.25], dtype=np.float32))
+
+
+def test_a_configured_library_overrides_the_bundled_one(make_config):
+    config = make_config(("tensor",))
+    rows = {s["name"]: s for s in stowage.Host(config).status()["serializers"]}
+    assert (rows["tensor"]["origin"], rows["tensor"]["library"]) == ("directory", str(config.parent / "plugin-libs" / "libstowage_tensor.so"))
+    assert (rows["arrow"]["state"], rows["arrow"]["origin"]) == ("active", "bundled")
+    assert rows["arrow"]["library"] == str(Path(stowage.__file__).parent / "plugins" / "libstowage_arrow.so")
