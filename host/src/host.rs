@@ -36,6 +36,9 @@ pub struct HostOptions {
     pub toggles: Option<String>,
     /// Store directory overriding `[store] dir` (`--store DIR`).
     pub store_dir: Option<PathBuf>,
+    /// Directories of bundled plugins, searched after the configured one
+    /// (origin `bundled`; the Python wheel ships its plugins this way).
+    pub bundled_plugin_dirs: Vec<PathBuf>,
 }
 
 impl HostOptions {
@@ -50,6 +53,7 @@ impl HostOptions {
             config_explicit,
             toggles: std::env::var("STOWAGE_PLUGINS").ok(),
             store_dir: None,
+            bundled_plugin_dirs: Vec::new(),
         }
     }
 
@@ -60,6 +64,7 @@ impl HostOptions {
             config_explicit: true,
             toggles: None,
             store_dir: None,
+            bundled_plugin_dirs: Vec::new(),
         }
     }
 
@@ -110,7 +115,7 @@ impl Host {
         if let Ok(absolute) = std::path::absolute(&options.config_path) {
             options.config_path = absolute;
         }
-        let mut lifecycle = Lifecycle::default();
+        let mut lifecycle = Lifecycle::with_bundled_dirs(options.bundled_plugin_dirs.clone());
         let (config, toggles) = options.load()?;
         let snapshot = lifecycle.rescan(config, &toggles);
         Ok(Host {

@@ -248,6 +248,56 @@ pub fn python() -> &'static Path {
     })
 }
 
+/// The `stowage` Python package (python/), built in debug by maturin
+/// through its own PEP 517 backend and installed into the interop venv once
+/// per process, with the harness's plugin builds as its bundled plugins.
+/// Returns the venv's Python. Panics (failing the test) if it cannot build.
+///
+/// Decision: cargo runs in the harness's target dir (the test process
+/// holds the workspace's), so the host crate and its dependencies are
+/// shared with [`artifacts`]' build.
+pub fn python_package() -> &'static Path {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    let python = python();
+    INSTALLED.get_or_init(|| {
+        let plugins = artifacts()
+            .lib("stowage-tensor")
+            .parent()
+            .expect("a library has a directory")
+            .to_owned();
+        let bin = python.parent().expect("the venv has a bin/");
+        let path = std::env::join_paths(std::iter::once(bin.to_owned()).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
+        .expect("PATH joins");
+        let output = Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-build-isolation",
+                "--no-deps",
+                "--force-reinstall",
+            ])
+            .arg(workspace_root().join("python"))
+            .env("PATH", path)
+            .env("STOWAGE_BUNDLED_PLUGINS", &plugins)
+            .env("MATURIN_PEP517_ARGS", "--profile=dev")
+            .env("CARGO_TARGET_DIR", target_dir())
+            .output()
+            .expect("pip runs");
+        assert!(
+            output.status.success(),
+            "pip install ./python failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+    python
+}
+
 /// Runs `script` with the interop Python, `args` as `sys.argv[1:]`; returns
 /// stdout, panicking with stderr if it fails.
 #[track_caller]

@@ -47,7 +47,7 @@ use crate::fallback::{Fallback, FALLBACK_NAME, FALLBACK_PRIORITY};
 use crate::loader::{self, Checks, LoadError, Opened};
 use crate::registry::{DispatchTable, Route, Stats};
 use crate::serializer::{PluginInfo, Serializer, MAX_PLUGIN_PRIORITY};
-use resolve::{apply_toggles, check_loaded, resolve_requirements, Candidate};
+use resolve::{apply_toggles, check_loaded, resolve_requirements, same_name, Candidate};
 use status::Row;
 
 /// Identity of a file version, to notice replacement.
@@ -92,6 +92,7 @@ pub(crate) struct Lifecycle {
     stats: HashMap<String, Arc<Stats>>,
     states: HashMap<String, State>,
     fallback: Arc<Fallback>,
+    bundled_dirs: Vec<PathBuf>,
 }
 
 /// File name of the library for a stem on this platform.
@@ -153,6 +154,22 @@ fn scan_dir(dir: &Path, configured: bool, warnings: &mut Vec<String>) -> Vec<Pat
 }
 
 impl Lifecycle {
+    /// A lifecycle that also searches `dirs`, after the configured plugin
+    /// directory, for bundled libraries (origin `bundled`).
+    ///
+    /// Decision: a bundled library is skipped when a candidate of its name
+    /// already has a library file (a config table's or the plugin
+    /// directory's: those override it); a config table whose own file is
+    /// missing takes the bundled file (its `enabled`/`priority` apply, so
+    /// a config can disable bundled plugins); autoload applies as in the
+    /// plugin directory.
+    pub(crate) fn with_bundled_dirs(dirs: Vec<PathBuf>) -> Lifecycle {
+        Lifecycle {
+            bundled_dirs: dirs,
+            ..Lifecycle::default()
+        }
+    }
+
     /// Recomputes every state from `config`, the plugin directory and
     /// `toggles` (name → enabled, from `STOWAGE_PLUGINS`).
     pub fn rescan(&mut self, config: Config, toggles: &[(String, bool)]) -> Snapshot {
@@ -230,6 +247,26 @@ impl Lifecycle {
             }
             candidates.push(candidate);
         }
+        for dir in &self.bundled_dirs {
+            for path in scan_dir(dir, false, warnings) {
+                let name = provisional_name(&path);
+                if let Some(existing) = candidates.iter_mut().find(|c| same_name(&c.name, &name)) {
+                    let file_missing = existing.path.as_ref().is_some_and(|p| !p.exists());
+                    if existing.origin == Origin::Config && file_missing {
+                        existing.path = Some(path);
+                        existing.origin = Origin::Bundled;
+                    }
+                    continue;
+                }
+                let mut candidate = new(name, Origin::Bundled, Some(path.clone()), None);
+                if !config.autoload {
+                    candidate.enabled = false;
+                    candidate.autoload_off = true;
+                    warnings.push(format!("{}: not loaded: autoload is off", path.display()));
+                }
+                candidates.push(candidate);
+            }
+        }
         candidates
     }
 
@@ -293,8 +330,13 @@ impl Lifecycle {
         if !reuse {
             self.transition(&candidate.name, State::Importing, None);
             let started = Instant::now();
+            // A bundled library is checked against its own directory.
+            let plugin_dir = match (candidate.origin, path.parent()) {
+                (Origin::Bundled, Some(dir)) => dir,
+                _ => &config.plugin_dir,
+            };
             let checks = Checks {
-                plugin_dir: &config.plugin_dir,
+                plugin_dir,
                 sha256: candidate.entry.as_ref().and_then(|e| e.sha256.as_deref()),
             };
             let outcome = match loader::open(&path, &checks) {

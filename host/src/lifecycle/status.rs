@@ -58,6 +58,9 @@ pub enum Origin {
     /// The built-in fallback (even when a `[plugins.msgpack]` table
     /// configures it).
     Builtin,
+    /// A library in a bundled directory ([`crate::HostOptions::bundled_plugin_dirs`],
+    /// e.g. the Python wheel's), searched after the configured one.
+    Bundled,
 }
 
 impl Origin {
@@ -67,6 +70,7 @@ impl Origin {
             Origin::Config => "config",
             Origin::Directory => "directory",
             Origin::Builtin => "builtin",
+            Origin::Bundled => "bundled",
         }
     }
 }

@@ -29,5 +29,7 @@ mod errors;
 // put and get as I/O: -o targets (devices, FIFOs, symlinks, directories),
 // mapped and spooled input, put --json dispatch, flat memory.
 mod cli_io;
+// The Python package: its pytest suite, built and run through the harness.
+mod python;
 // House rules checked on the source tree.
 mod tidy;

@@ -1,0 +1,449 @@
+//! `stowage.Host`: the host in-process, with the CLI's discovery, store and
+//! JSON shapes (`inspect --json`, `ls --json`, `status --json`).
+//!
+//! Invariant: the GIL is released (`Python::detach`) around every call
+//! that hashes, reads, writes or enters a plugin; Python objects are only
+//! touched before (conversion) and after (building results).
+//!
+//! Decision: `status()` and the record dicts are built here from the
+//! library's public types with the CLI's keys (the CLI's builders live in
+//! the binary crate); `explain(obj)` returns
+//! `{"subject", "candidates": [{"plugin", "priority", "answer"}], "winner"}`,
+//! the CLI's text as data; `verify()` returns its report (`ok`,
+//! `artifacts`, `blobs`, `bytes`, `issues`) instead of raising;
+//! `enable`/`disable` edit the config file as the CLI does, then rescan.
+//! Decision: a Host with no config finds it as the CLI does
+//! (`$STOWAGE_CONFIG`, else `./plugins.toml`, which may be absent), so its
+//! store is the CLI's default, `./store` beside that implicit config: the
+//! `stowage` command run in the same directory sees the same artifacts.
+//! Plugins come from the config's plugin directory, then the wheel's
+//! bundled `stowage/plugins/` (origin `bundled`).
+//! Decision: `serialize` returns `(blobs, meta)` where `meta` holds what
+//! `deserialize` needs: `obj_type`, `encoding`, `encoding_version`,
+//! `serializer`, `serializer_version`, `serializer_info`.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use serde_json::json;
+use stowage::store::Listed;
+use stowage::{Answer, ArtifactMeta, Buffer, Host, HostOptions, PluginStatus, Skipped};
+
+use crate::convert::{to_python, to_value};
+use crate::errors::{to_py, PluginWarning};
+
+/// The plugin host (see the module header).
+#[pyclass(name = "Host", module = "stowage", frozen)]
+pub struct PyHost {
+    host: Arc<Host>,
+}
+
+type Options = Option<BTreeMap<String, String>>;
+
+fn options_vec(options: Options) -> Vec<(String, String)> {
+    options.unwrap_or_default().into_iter().collect()
+}
+
+#[pymethods]
+impl PyHost {
+    /// Opens a host: `config` (else `$STOWAGE_CONFIG`, else
+    /// `./plugins.toml`), toggles from `$STOWAGE_PLUGINS`, `store`
+    /// overriding `[store] dir`; the wheel's bundled plugins
+    /// (`stowage/plugins/`) are searched after the configured directory.
+    #[new]
+    #[pyo3(signature = (config=None, store=None))]
+    fn new(py: Python<'_>, config: Option<PathBuf>, store: Option<PathBuf>) -> PyResult<Self> {
+        let mut options = HostOptions::from_env(config.as_deref());
+        options.store_dir = store;
+        options.bundled_plugin_dirs = bundled_dir(py)?.into_iter().collect();
+        let host = py.detach(|| Host::open(options)).map_err(to_py)?;
+        Ok(PyHost {
+            host: Arc::new(host),
+        })
+    }
+
+    /// The config file this host read.
+    #[getter]
+    fn config_path(&self) -> PathBuf {
+        self.host.config_path().to_owned()
+    }
+
+    /// Stores `obj` as `name`; returns its record (as `inspect`).
+    #[pyo3(signature = (name, obj, options=None))]
+    fn save(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        obj: &Bound<'_, PyAny>,
+        options: Options,
+    ) -> PyResult<Py<PyAny>> {
+        let value = to_value(obj)?;
+        let options = options_vec(options);
+        let host = &self.host;
+        let saved = py
+            .detach(|| host.save(name, &value, &options))
+            .map_err(to_py)?;
+        drop(value);
+        warn_skipped(py, &saved.skipped)?;
+        json_to_py(py, &saved.record.to_json())
+    }
+
+    /// Stores every item with one durable commit, all or nothing; returns
+    /// the records in order.
+    #[pyo3(signature = (items, options=None))]
+    fn save_many(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyDict>,
+        options: Options,
+    ) -> PyResult<Py<PyAny>> {
+        let mut values = Vec::with_capacity(items.len());
+        for (name, obj) in items.iter() {
+            let name: String = name
+                .extract()
+                .map_err(|_| PyTypeError::new_err("save_many keys must be str"))?;
+            values.push((name, to_value(&obj)?));
+        }
+        let options = options_vec(options);
+        let host = &self.host;
+        let records = py
+            .detach(|| {
+                let refs: Vec<(&str, &stowage::Value)> =
+                    values.iter().map(|(n, v)| (n.as_str(), v)).collect();
+                host.save_many(&refs, &options)
+            })
+            .map_err(to_py)?;
+        let list = PyList::empty(py);
+        for record in &records {
+            list.append(json_to_py(py, &record.to_json())?)?;
+        }
+        Ok(list.into_any().unbind())
+    }
+
+    /// Loads `name`: verified (re-hashed) by default; `mapped=True` maps
+    /// the blobs unverified in O(1).
+    #[pyo3(signature = (name, mapped=false))]
+    fn load(&self, py: Python<'_>, name: &str, mapped: bool) -> PyResult<Py<PyAny>> {
+        let host = &self.host;
+        let loaded = py
+            .detach(|| {
+                if mapped {
+                    host.load_mapped(name)
+                } else {
+                    host.load(name)
+                }
+            })
+            .map_err(to_py)?;
+        warn_skipped(py, &loaded.skipped)?;
+        to_python(py, loaded.value)
+    }
+
+    /// Every record (as `ls --json`).
+    fn ls(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let host = &self.host;
+        let listing = py
+            .detach(|| host.store().map(|s| s.listing()))
+            .map_err(to_py)?;
+        let items: Vec<serde_json::Value> = listing
+            .iter()
+            .map(|listed| match listed {
+                Listed::Record(record) => record.to_json(),
+                Listed::Unreadable(bad) => json!({ "name": bad.name, "error": bad.reason }),
+            })
+            .collect();
+        json_to_py(py, &serde_json::Value::Array(items))
+    }
+
+    /// One record (as `inspect --json`).
+    fn inspect(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        let host = &self.host;
+        let record = py
+            .detach(|| host.store().and_then(|s| Ok(s.get(name)?)))
+            .map_err(to_py)?;
+        json_to_py(py, &record.to_json())
+    }
+
+    /// Removes `name` (its blobs go at the next `gc`).
+    fn rm(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let host = &self.host;
+        py.detach(|| host.store().and_then(|s| Ok(s.remove(name)?)))
+            .map_err(to_py)?;
+        Ok(())
+    }
+
+    /// Collects unreferenced blobs; returns what it reclaimed.
+    fn gc(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let host = &self.host;
+        let r = py
+            .detach(|| host.store().and_then(|s| Ok(s.gc()?)))
+            .map_err(to_py)?;
+        json_to_py(
+            py,
+            &json!({
+                "blob_files_removed": r.blob_files_removed,
+                "packs_removed": r.packs_removed,
+                "packs_compacted": r.packs_compacted,
+                "temp_files_removed": r.temp_files_removed,
+                "bytes_freed": r.bytes_freed,
+            }),
+        )
+    }
+
+    /// Re-hashes every blob; returns the report (problems are listed in
+    /// `issues`, not raised).
+    fn verify(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let host = &self.host;
+        let r = py
+            .detach(|| host.store().and_then(|s| Ok(s.verify()?)))
+            .map_err(to_py)?;
+        let issues: Vec<serde_json::Value> = r
+            .issues
+            .iter()
+            .map(
+                |i| json!({ "artifact": i.artifact, "blob": i.blob, "error": i.error.to_string() }),
+            )
+            .collect();
+        json_to_py(
+            py,
+            &json!({
+                "ok": r.is_ok(),
+                "artifacts": r.artifacts,
+                "blobs": r.blobs,
+                "bytes": r.bytes,
+                "issues": issues,
+            }),
+        )
+    }
+
+    /// Every serializer's state (as `status --json`).
+    fn status(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let snapshot = self.host.snapshot();
+        let serializers: Vec<serde_json::Value> =
+            snapshot.statuses().iter().map(serializer_json).collect();
+        json_to_py(
+            py,
+            &json!({
+                "config": self.host.config_path().display().to_string(),
+                "dir": snapshot.config.plugin_dir.display().to_string(),
+                "serializers": serializers,
+                "warnings": snapshot.warnings,
+            }),
+        )
+    }
+
+    /// Enables `name` in the config file (as `stowage enable`), then
+    /// rescans.
+    fn enable(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        self.toggle(py, name, true)
+    }
+
+    /// Disables `name` in the config file (as `stowage disable`), then
+    /// rescans.
+    fn disable(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        self.toggle(py, name, false)
+    }
+
+    /// Re-reads the config and the plugin directory.
+    fn rescan(&self, py: Python<'_>) -> PyResult<()> {
+        let host = &self.host;
+        py.detach(|| host.rescan()).map_err(to_py)
+    }
+
+    /// Which serializer would take `obj`, and what each candidate says.
+    fn explain(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let value = to_value(obj)?;
+        let snapshot = self.host.snapshot();
+        let attempts = py.detach(|| snapshot.table.explain_value(&value));
+        let candidates: Vec<serde_json::Value> = attempts
+            .iter()
+            .map(|a| json!({ "plugin": a.plugin, "priority": a.priority, "answer": a.answer.to_string() }))
+            .collect();
+        let winner = attempts
+            .iter()
+            .find(|a| a.answer == Answer::Accepted)
+            .map(|a| a.plugin.clone());
+        json_to_py(
+            py,
+            &json!({
+                "subject": format!("a {} value", value.kind()),
+                "candidates": candidates,
+                "winner": winner,
+            }),
+        )
+    }
+
+    /// Serializes `obj` without a store: `(blobs, meta)`.
+    #[pyo3(signature = (obj, options=None))]
+    fn serialize<'py>(
+        &self,
+        py: Python<'py>,
+        obj: &Bound<'py, PyAny>,
+        options: Options,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let value = to_value(obj)?;
+        let options = options_vec(options);
+        let host = &self.host;
+        let s = py
+            .detach(|| host.serialize_to_memory(&value, &options))
+            .map_err(to_py)?;
+        drop(value);
+        warn_skipped(py, &s.skipped)?;
+        let blobs = PyDict::new(py);
+        for (name, bytes) in &s.blobs {
+            blobs.set_item(name, PyBytes::new(py, bytes))?;
+        }
+        let info: serde_json::Map<String, serde_json::Value> = s
+            .written
+            .info
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let meta = json_to_py(
+            py,
+            &json!({
+                "obj_type": s.written.obj_type,
+                "encoding": s.written.encoding,
+                "encoding_version": s.written.encoding_version,
+                "serializer": s.plugin,
+                "serializer_version": s.plugin_version,
+                "serializer_info": info,
+            }),
+        )?;
+        PyTuple::new(py, [blobs.into_any(), meta.into_bound(py)])
+    }
+
+    /// Rebuilds a value from `serialize`'s `(blobs, meta)`.
+    fn deserialize(
+        &self,
+        py: Python<'_>,
+        blobs: &Bound<'_, PyDict>,
+        meta: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
+        let mut buffers = Vec::with_capacity(blobs.len());
+        for (name, bytes) in blobs.iter() {
+            let name: String = name.extract()?;
+            let bytes: Vec<u8> = bytes.cast::<PyBytes>()?.as_bytes().to_vec();
+            buffers.push((name, Buffer::from_vec(bytes)));
+        }
+        let field = |key: &str| -> PyResult<Bound<'_, PyAny>> {
+            meta.get_item(key)?
+                .ok_or_else(|| PyValueError::new_err(format!("meta has no {key:?}")))
+        };
+        let info: BTreeMap<String, String> = match meta.get_item("serializer_info")? {
+            Some(info) => info.extract()?,
+            None => BTreeMap::new(),
+        };
+        let artifact = ArtifactMeta {
+            obj_type: field("obj_type")?.extract()?,
+            encoding: field("encoding")?.extract()?,
+            encoding_version: field("encoding_version")?.extract()?,
+            info: info.into_iter().collect(),
+            blobs: buffers
+                .iter()
+                .map(|(n, b)| (n.clone(), b.len() as u64))
+                .collect(),
+        };
+        let writer = stowage::WrittenBy::new(
+            field("serializer")?.extract::<String>()?,
+            field("serializer_version")?.extract::<String>()?,
+        );
+        let host = &self.host;
+        let dispatched = py
+            .detach(|| host.deserialize(&artifact, &writer, &buffers))
+            .map_err(to_py)?;
+        warn_skipped(py, &dispatched.skipped)?;
+        to_python(py, dispatched.output)
+    }
+}
+
+impl PyHost {
+    fn toggle(&self, py: Python<'_>, name: &str, enabled: bool) -> PyResult<()> {
+        let path = self.host.config_path().to_owned();
+        let host = &self.host;
+        py.detach(|| -> Result<(), stowage::Error> {
+            stowage::config::set_enabled(&path, name, enabled)?;
+            host.rescan()
+        })
+        .map_err(to_py)
+    }
+}
+
+/// `stowage/plugins/` beside the package, if the wheel carries it.
+fn bundled_dir(py: Python<'_>) -> PyResult<Option<PathBuf>> {
+    let file: PathBuf = py.import("stowage")?.getattr("__file__")?.extract()?;
+    Ok(file
+        .parent()
+        .map(|package| package.join("plugins"))
+        .filter(|dir| dir.is_dir()))
+}
+
+/// One `stowage.PluginWarning` per skipped plugin, worded as the CLI's
+/// stderr line.
+fn warn_skipped(py: Python<'_>, skipped: &[Skipped]) -> PyResult<()> {
+    let category = py.get_type::<PluginWarning>();
+    for skip in skipped {
+        let text = format!("skipped plugin {}: {}", skip.plugin, skip.message);
+        let text = CString::new(text.replace('\0', "\\0"))
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        PyErr::warn(py, &category, &text, 1)?;
+    }
+    Ok(())
+}
+
+/// One serializer as `status --json` shows it.
+fn serializer_json(s: &PluginStatus) -> serde_json::Value {
+    json!({
+        "name": s.name,
+        "state": s.state.name(),
+        "priority": s.priority,
+        "version": s.version,
+        "interface_version": s.interface_version,
+        "library": s.library.as_ref().map(|p| p.display().to_string()),
+        "kinds": s.kinds,
+        "encodings": s.encodings,
+        "awaiting": s.awaiting,
+        "last_error": s.last_error,
+        "dispatch_errors": s.dispatch_errors,
+        "load_ms": s.load_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
+        "enabled": s.enabled,
+        "builtin": s.builtin,
+        "origin": s.origin.name(),
+    })
+}
+
+/// A JSON document as Python objects (numbers stay ints or floats).
+fn json_to_py(py: Python<'_>, json: &serde_json::Value) -> PyResult<Py<PyAny>> {
+    Ok(match json {
+        serde_json::Value::Null => py.None(),
+        serde_json::Value::Bool(b) => pyo3::types::PyBool::new(py, *b)
+            .to_owned()
+            .into_any()
+            .unbind(),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.into_pyobject(py)?.into_any().unbind(),
+            (None, Some(u), _) => u.into_pyobject(py)?.into_any().unbind(),
+            (None, None, Some(f)) => f.into_pyobject(py)?.into_any().unbind(),
+            _ => n.to_string().into_pyobject(py)?.into_any().unbind(),
+        },
+        serde_json::Value::String(s) => s.into_pyobject(py)?.into_any().unbind(),
+        serde_json::Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any().unbind()
+        }
+        serde_json::Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (k, v) in map {
+                dict.set_item(k, json_to_py(py, v)?)?;
+            }
+            dict.into_any().unbind()
+        }
+    })
+}
