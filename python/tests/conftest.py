@@ -42,10 +42,16 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
         libs.mkdir(exist_ok=True)
         for name in plugins:
             key, file = PLUGINS[name]
-            # Temp file, then rename: overwriting a loaded library in place
-            # would change the code under the running process.
-            shutil.copy(env(key), libs / f".{file}.tmp")
-            os.replace(libs / f".{file}.tmp", libs / file)
+            # Temp name, then rename: overwriting a loaded library in place
+            # would change the code under the running process. A hard link
+            # where it can (debug plugins are ~100 MB, and each test has
+            # its own directory), a copy across file systems.
+            temp = libs / f".{file}.tmp"
+            try:
+                os.link(env(key), temp)
+            except OSError:
+                shutil.copy(env(key), temp)
+            os.replace(temp, libs / file)
         config = tmp_path / "plugins.toml"
         config.write_text(f'[host]\ndir = "plugin-libs"\n[store]\ndir = "store"\n{extra}')
         return config

@@ -66,6 +66,10 @@ fn pytest_suite_passes_without_failures_errors_or_skips() {
     let mut command = Command::new(python);
     command
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEsxX"])
+        // Inside the test directory, which the harness removes: pytest
+        // would otherwise keep its last three runs under /tmp.
+        .arg("--basetemp")
+        .arg(dir.root.join("pytest-tmp"))
         .arg(workspace_root().join("python/tests"))
         .current_dir(&dir.root)
         .env("STOWAGE_TEST_BIN", &artifacts().stowage)
