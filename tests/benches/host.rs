@@ -136,6 +136,11 @@ fn startup(quick: bool) {
 
 /// Metaflow's local datastore on this machine (SPEC §9), for the ratios.
 const METAFLOW_SAVES_PER_S: f64 = 5_800.0;
+/// `save_many` of 10,000 small artifacts on this machine before the
+/// parallel-hash write path (issue #13): median of 5 runs alternated with
+/// the new build, 2026-11-29. Small blobs never take the new path; this
+/// line shows they did not pay for it either.
+const SAVE_MANY_BEFORE_13: f64 = 156_811.0;
 const METAFLOW_LOADS_PER_S: f64 = 23_500.0;
 
 fn store(quick: bool) {
@@ -161,6 +166,13 @@ fn store(quick: bool) {
         "store: save_many {count} small artifacts, one durable commit: {batch_rate:.0}/s = {:.1}x Metaflow (goal 20x)",
         batch_rate / METAFLOW_SAVES_PER_S
     );
+    if !quick {
+        println!(
+            "store: save_many before the parallel-hash write path (issue #13): \
+             {SAVE_MANY_BEFORE_13:.0}/s, this run {:.2}x of it (goal: within 5%)",
+            batch_rate / SAVE_MANY_BEFORE_13
+        );
+    }
 
     let single = count.min(1_000);
     let start = Instant::now();

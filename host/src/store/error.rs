@@ -66,6 +66,11 @@ pub enum StoreError {
         /// The artifact being written.
         name: String,
     },
+    /// The thread hashing a large blob stopped (a bug, not an input): the
+    /// blob is not committed.
+    #[error("the thread hashing a blob stopped unexpectedly; nothing was committed")]
+    HashingFailed,
+
     /// An earlier write of this writer failed; the artifact cannot be
     /// completed and must be written again.
     #[error("writer for artifact {} failed earlier and cannot continue", escape_control(.name))]

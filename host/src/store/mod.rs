@@ -154,7 +154,7 @@ pub use record::{
 };
 pub use writer::{
     ArtifactWriter, BlobLayout, PendingArtifact, Spool, COMPRESS_MIN, PACK_BLOB_MAX,
-    RAW_FILE_THRESHOLD, ZSTD_LEVEL,
+    PARALLEL_HASH_MIN, RAW_FILE_THRESHOLD, WRITEBACK_CHUNK, ZSTD_LEVEL,
 };
 
 use error::IoContext;

@@ -209,6 +209,42 @@ fn raw_threshold_separates_packed_from_file_blobs() {
     assert_eq!(load(&store, "edge"), vec![below, at]);
 }
 
+/// Large slices are hashed on a second thread while they are written, and
+/// writeback is started at chunk boundaries: the digest and the bytes must
+/// come out exactly as from one thread, whatever the slices' sizes and
+/// wherever they cross a boundary.
+#[test]
+fn large_slices_hash_in_parallel_to_the_same_digest_and_bytes() {
+    let dir = TestDir::new("parallel-hash");
+    let store = DirStore::open(dir.path()).expect("open");
+    let data = noise(2 * WRITEBACK_CHUNK as usize + 3 * PARALLEL_HASH_MIN + 17, 9);
+    // A small slice (buffered, then spilled), then slices straddling the
+    // parallel threshold and the writeback boundaries.
+    let cuts = [
+        1000,
+        PARALLEL_HASH_MIN - 1,
+        PARALLEL_HASH_MIN,
+        WRITEBACK_CHUNK as usize + 5,
+    ];
+    let mut writer = store.writer("big").expect("writer");
+    writer
+        .begin_blob("data", BlobLayout::Raw)
+        .expect("begin_blob");
+    let mut rest = data.as_slice();
+    for cut in cuts {
+        let (piece, tail) = rest.split_at(cut);
+        writer.write(piece).expect("write");
+        rest = tail;
+    }
+    writer.write(rest).expect("write the rest");
+    let pending = writer.finish(meta("bytes")).expect("finish");
+    let record = store.commit(vec![pending]).expect("commit").remove(0);
+    let blob = only_blob(&record);
+    assert_eq!(blob.storage, STORAGE_RAW);
+    assert_eq!(blob.digest, blake3::hash(&data).to_hex().as_str());
+    assert_eq!(load(&store, "big"), vec![data]);
+}
+
 #[test]
 fn compressible_blobs_are_zstd_packed_only_when_that_is_smaller() {
     let dir = TestDir::new("zstd");
