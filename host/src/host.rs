@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::artifact::{self, Loaded, Saved};
 use crate::config::{self, Config};
-use crate::lifecycle::{Lifecycle, Snapshot};
+use crate::lifecycle::{Lifecycle, PluginStatus, Snapshot};
 use crate::registry::{Dispatched, Skipped, WrittenBy};
 use crate::serializer::{ArtifactMeta, MemorySink, Written};
 use crate::store::{BlobData, Record, Store, Verify};
@@ -151,6 +151,24 @@ impl Host {
     /// Where the configuration was read from.
     pub fn config_path(&self) -> &Path {
         &self.options.config_path
+    }
+
+    /// The status document of SPEC §7 (`stowage status --json`, Python's
+    /// `Host.status()`): `{"config", "dir", "serializers", "warnings"}`,
+    /// serializers in status order. Its keys are a stable API.
+    pub fn status_json(&self) -> serde_json::Value {
+        let snapshot = self.snapshot();
+        let serializers: Vec<serde_json::Value> = snapshot
+            .statuses()
+            .iter()
+            .map(PluginStatus::to_json)
+            .collect();
+        serde_json::json!({
+            "config": self.config_path().display().to_string(),
+            "dir": snapshot.config.plugin_dir.display().to_string(),
+            "serializers": serializers,
+            "warnings": snapshot.warnings,
+        })
     }
 
     /// The artifact store (opened on first use at `[store] dir` or the

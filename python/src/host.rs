@@ -32,7 +32,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use serde_json::json;
 use stowage::store::Listed;
-use stowage::{Answer, ArtifactMeta, Buffer, Host, HostOptions, PluginStatus, Skipped};
+use stowage::{Answer, ArtifactMeta, Buffer, Host, HostOptions, Skipped};
 
 use crate::convert::{to_python, to_value};
 use crate::errors::{to_py, PluginWarning};
@@ -222,18 +222,7 @@ impl PyHost {
 
     /// Every serializer's state (as `status --json`).
     fn status(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let snapshot = self.host.snapshot();
-        let serializers: Vec<serde_json::Value> =
-            snapshot.statuses().iter().map(serializer_json).collect();
-        json_to_py(
-            py,
-            &json!({
-                "config": self.host.config_path().display().to_string(),
-                "dir": snapshot.config.plugin_dir.display().to_string(),
-                "serializers": serializers,
-                "warnings": snapshot.warnings,
-            }),
-        )
+        json_to_py(py, &self.host.status_json())
     }
 
     /// Enables `name` in the config file (as `stowage enable`), then
@@ -393,27 +382,6 @@ fn warn_skipped(py: Python<'_>, skipped: &[Skipped]) -> PyResult<()> {
         PyErr::warn(py, &category, &text, 1)?;
     }
     Ok(())
-}
-
-/// One serializer as `status --json` shows it.
-fn serializer_json(s: &PluginStatus) -> serde_json::Value {
-    json!({
-        "name": s.name,
-        "state": s.state.name(),
-        "priority": s.priority,
-        "version": s.version,
-        "interface_version": s.interface_version,
-        "library": s.library.as_ref().map(|p| p.display().to_string()),
-        "kinds": s.kinds,
-        "encodings": s.encodings,
-        "awaiting": s.awaiting,
-        "last_error": s.last_error,
-        "dispatch_errors": s.dispatch_errors,
-        "load_ms": s.load_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
-        "enabled": s.enabled,
-        "builtin": s.builtin,
-        "origin": s.origin.name(),
-    })
 }
 
 /// A JSON document as Python objects (numbers stay ints or floats).

@@ -19,10 +19,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use serde_json::json;
 use stowage::config::{self, EditOutcome};
 use stowage::text::escape_control;
-use stowage::{Answer, Attempt, Host, HostOptions, PluginStatus, Skipped, Value};
+use stowage::{Answer, Attempt, Host, HostOptions, Skipped, Value};
 
 /// stowage: a plugin host for serializers.
 #[derive(Debug, Parser)]
@@ -261,39 +260,6 @@ pub fn print(text: &str) -> Result<()> {
     Ok(())
 }
 
-/// The status JSON object of SPEC §7.
-pub fn status_json(host: &Host) -> serde_json::Value {
-    let snapshot = host.snapshot();
-    let serializers: Vec<serde_json::Value> =
-        snapshot.statuses().iter().map(serializer_json).collect();
-    json!({
-        "config": host.config_path().display().to_string(),
-        "dir": snapshot.config.plugin_dir.display().to_string(),
-        "serializers": serializers,
-        "warnings": snapshot.warnings,
-    })
-}
-
-fn serializer_json(s: &PluginStatus) -> serde_json::Value {
-    json!({
-        "name": s.name,
-        "state": s.state.name(),
-        "priority": s.priority,
-        "version": s.version,
-        "interface_version": s.interface_version,
-        "library": s.library.as_ref().map(|p| p.display().to_string()),
-        "kinds": s.kinds,
-        "encodings": s.encodings,
-        "awaiting": s.awaiting,
-        "last_error": s.last_error,
-        "dispatch_errors": s.dispatch_errors,
-        "load_ms": s.load_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
-        "enabled": s.enabled,
-        "builtin": s.builtin,
-        "origin": s.origin.name(),
-    })
-}
-
 /// The status table (what `status` prints without `--json`).
 pub fn status_table(host: &Host) -> String {
     let snapshot = host.snapshot();
@@ -354,7 +320,7 @@ pub fn status_table(host: &Host) -> String {
 
 fn status(host: &Host, json: bool) -> Result<()> {
     if json {
-        print(&format!("{:#}\n", status_json(host)))
+        print(&format!("{:#}\n", host.status_json()))
     } else {
         print(&status_table(host))
     }

@@ -127,6 +127,30 @@ pub struct Snapshot {
     pub config: Config,
 }
 
+impl PluginStatus {
+    /// This serializer as `status --json` shows it (SPEC §7); absent values
+    /// are `null`, lists `[]`, `load_ms` rounded to microseconds.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "state": self.state.name(),
+            "priority": self.priority,
+            "version": self.version,
+            "interface_version": self.interface_version,
+            "library": self.library.as_ref().map(|p| p.display().to_string()),
+            "kinds": self.kinds,
+            "encodings": self.encodings,
+            "awaiting": self.awaiting,
+            "last_error": self.last_error,
+            "dispatch_errors": self.dispatch_errors,
+            "load_ms": self.load_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
+            "enabled": self.enabled,
+            "builtin": self.builtin,
+            "origin": self.origin.name(),
+        })
+    }
+}
+
 impl Snapshot {
     /// Status rows in `status` order, with live counters.
     pub fn statuses(&self) -> Vec<PluginStatus> {
