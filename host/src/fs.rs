@@ -3,8 +3,8 @@
 //! the target's directory.
 //!
 //! Users: the store's format marker (`store/mod.rs`), `stowage get -o`
-//! (`cli/output.rs`: files and directory exports) and `stowage install`
-//! (`cli/install.rs`). The store's blob commit renames many temp files and
+//! (`cli/output.rs`: files and directory exports), `stowage install`
+//! (`cli/install.rs`) and `enable`/`disable` (`config/edit.rs`). The store's blob commit renames many temp files and
 //! fsyncs each touched directory once, so it uses [`sync_dir`] alone.
 //!
 //! Invariants: after [`write_atomically`] or [`rename_into_place`] returns

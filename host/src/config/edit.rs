@@ -277,8 +277,10 @@ fn insert_line_after(text: &str, offset: usize, line: &str, nl: &str) -> String 
     }
 }
 
-/// Writes `contents` to `PATH.tmp-<pid>` next to the file, syncs it, and
-/// renames it over the file.
+/// Writes `contents` to `PATH.tmp-<pid>` next to the file and renames it
+/// over the file (through [`crate::fs::write_atomically`]), keeping the
+/// file's permissions; a symlinked config keeps its link and gets a new
+/// target.
 fn write_atomic(path: &Path, contents: &str) -> Result<(), ConfigError> {
     let failed = |error| ConfigError::Write {
         path: path.to_path_buf(),
@@ -303,41 +305,17 @@ fn write_atomic(path: &Path, contents: &str) -> Result<(), ConfigError> {
             "the file is read-only",
         )));
     }
-    let dir = target.parent().unwrap_or(Path::new(""));
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let written = (|| {
-        let mut file = fs::File::create(&tmp)?;
+    let tmp = crate::fs::parent_dir(&target).join(tmp_name);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    crate::fs::write_atomically(&tmp, &target, &options, |file| {
         file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
-        if let Some(permissions) = permissions {
-            file.set_permissions(permissions)?;
+        match permissions {
+            Some(permissions) => file.set_permissions(permissions),
+            None => Ok(()),
         }
-        drop(file);
-        fs::rename(&tmp, &target)
-    })();
-    if let Err(error) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(failed(error));
-    }
-    sync_dir(dir);
-    Ok(())
-}
-
-/// Makes the rename durable where the platform allows (best effort).
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(handle) = fs::File::open(dir) {
-            let _ = handle.sync_all();
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
+    })
+    .map_err(failed)
 }
