@@ -75,6 +75,7 @@ const PACKAGES: &[&str] = &[
     "fixture-decliner",
     "fixture-needs-native",
     "fixture-bad-blob-names",
+    "fixture-crashy",
 ];
 
 /// The workspace root.
