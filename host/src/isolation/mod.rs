@@ -3,7 +3,8 @@
 //! segfaults, aborts, overflows its stack, exits or hangs takes down only
 //! its runner.
 //!
-//! Rooms: `wire.rs` is the wire format (frames, value trees in shared
+//! Rooms: `arrow.rs` reads Arrow batches' C structs into plain
+//! descriptions and rebuilds validated ones (no arrow-rs); `wire.rs` is the wire format (frames, value trees in shared
 //! memory; pure, and the only decoder of what a runner sends); `shm.rs` is
 //! the shared-memory transport (sealed memfds, lending a stored file's
 //! descriptor and range, descriptors over the socket); `process.rs` starts,
@@ -17,6 +18,7 @@
 //! Invariant: payloads never cross the socket: frames carry metadata and
 //! regions of descriptors sent beside them.
 
+pub(crate) mod arrow;
 pub(crate) mod process;
 pub mod runner;
 pub(crate) mod shm;

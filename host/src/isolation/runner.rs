@@ -229,7 +229,7 @@ impl ReplyPayloads<'_> {
 }
 
 impl Payloads for ReplyPayloads<'_> {
-    fn place(&mut self, bytes: &Buffer) -> Region {
+    fn place(&mut self, bytes: &[u8]) -> Region {
         let start = bytes.as_ptr() as usize;
         let end = start + bytes.len();
         for (i, (_, blob)) in self.blobs.iter().enumerate() {

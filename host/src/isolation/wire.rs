@@ -17,14 +17,17 @@
 //! Decision: the runner's hello carries the declaration as the loader
 //! validated it inside the runner; the host validates it again
 //! (semver, kind names, plugin name) before using it.
-//! Decision: Arrow values are not (yet) carried: encoding one fails with
-//! [`WireError::Arrow`], a dispatch error naming the plugin.
+//! Decision: Arrow values cross as their C Data layout (`arrow.rs`): the
+//! schema tree inline, each array buffer a region; a type `arrow.rs` does
+//! not carry fails with [`WireError::Arrow`] (an unsupported dispatch
+//! error), one that fails validation with [`WireError::BadArrow`].
 
 use semver::{Version, VersionReq};
 use stowage_plugin_api::ErrorKind;
 
+use super::arrow::{self, ArrayDesc, SchemaDesc};
 use crate::serializer::{is_valid_plugin_name, ArtifactMeta, PluginInfo, Written};
-use crate::value::{Buffer, ClassSource, Kind, Tensor, TensorMap, Value};
+use crate::value::{ArrowTable, Buffer, ClassSource, Kind, Tensor, TensorMap, Value};
 
 /// Largest frame either side accepts (payloads travel in shared memory).
 pub(crate) const MAX_FRAME: usize = 16 << 20;
@@ -71,9 +74,12 @@ pub(crate) enum WireError {
     /// A declaration the host does not accept.
     #[error("invalid declaration from runner: {0}")]
     BadDeclaration(String),
-    /// An Arrow value (not carried to isolated plugins).
-    #[error("arrow values cannot be passed to an isolated plugin")]
-    Arrow,
+    /// An Arrow value of a type not carried.
+    #[error("{0}")]
+    Arrow(String),
+    /// An Arrow value from a runner that fails validation.
+    #[error("invalid arrow data: {0}")]
+    BadArrow(String),
 }
 
 /// Bytes `offset..offset+len` of source `source` (a descriptor sent beside
@@ -278,8 +284,11 @@ impl Encoder {
         self.u32(u32::try_from(n).unwrap_or(u32::MAX));
     }
     fn str(&mut self, s: &str) {
-        self.count(s.len());
-        self.buf.extend_from_slice(s.as_bytes());
+        self.bytes(s.as_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.count(b.len());
+        self.buf.extend_from_slice(b);
     }
     fn region(&mut self, r: &Region) {
         self.u32(r.source);
@@ -375,6 +384,10 @@ impl<'a> Decoder<'a> {
             return Err(WireError::Truncated(what));
         }
         Ok(n)
+    }
+    fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, WireError> {
+        let n = self.count(1, what)?;
+        Ok(self.take(n, what)?.to_vec())
     }
     fn str(&mut self, what: &'static str) -> Result<String, WireError> {
         let n = self.count(1, what)?;
@@ -690,7 +703,7 @@ fn decode_hello(d: &mut Decoder<'_>) -> Result<PluginInfo, WireError> {
 /// region the bytes will be read from.
 pub(crate) trait Payloads {
     /// Places `bytes` and says where they are.
-    fn place(&mut self, bytes: &Buffer) -> Region;
+    fn place(&mut self, bytes: &[u8]) -> Region;
     /// Places a string's bytes (class source text is payload too).
     fn place_str(&mut self, text: &str) -> Region;
 }
@@ -785,9 +798,143 @@ fn write_value(
             let region = payloads.place_str(&c.source);
             e.region(&region);
         }
-        Value::Arrow(_) => return Err(WireError::Arrow),
+        Value::Arrow(table) => {
+            e.u8(11);
+            e.count(table.batches().len());
+            for batch in table.batches() {
+                let (schema, array) = arrow::read_batch(batch).map_err(WireError::Arrow)?;
+                write_schema(e, &schema);
+                write_array(e, &array, payloads);
+            }
+        }
     }
     Ok(())
+}
+
+fn write_schema(e: &mut Encoder, s: &SchemaDesc) {
+    e.str(&s.format);
+    match &s.name {
+        Some(n) => {
+            e.u8(1);
+            e.str(n);
+        }
+        None => e.u8(0),
+    }
+    match &s.metadata {
+        Some(m) => {
+            e.u8(1);
+            e.bytes(m);
+        }
+        None => e.u8(0),
+    }
+    e.u64(s.flags as u64);
+    e.count(s.children.len());
+    for child in &s.children {
+        write_schema(e, child);
+    }
+    match &s.dictionary {
+        Some(d) => {
+            e.u8(1);
+            write_schema(e, d);
+        }
+        None => e.u8(0),
+    }
+}
+
+fn write_array(e: &mut Encoder, a: &ArrayDesc<&[u8]>, payloads: &mut dyn Payloads) {
+    e.u64(a.length as u64);
+    e.u64(a.null_count as u64);
+    e.u64(a.offset as u64);
+    e.count(a.buffers.len());
+    for buffer in &a.buffers {
+        match buffer {
+            Some(bytes) => {
+                e.u8(1);
+                let region = payloads.place(bytes);
+                e.region(&region);
+            }
+            None => e.u8(0),
+        }
+    }
+    e.count(a.children.len());
+    for child in &a.children {
+        write_array(e, child, payloads);
+    }
+    match &a.dictionary {
+        Some(d) => {
+            e.u8(1);
+            write_array(e, d, payloads);
+        }
+        None => e.u8(0),
+    }
+}
+
+fn read_schema(d: &mut Decoder<'_>, depth: usize) -> Result<SchemaDesc, WireError> {
+    if depth > MAX_DEPTH {
+        return Err(WireError::TooDeep);
+    }
+    let format = d.str("arrow format")?;
+    let name = match d.u8("arrow name flag")? {
+        0 => None,
+        _ => Some(d.str("arrow name")?),
+    };
+    let metadata = match d.u8("arrow metadata flag")? {
+        0 => None,
+        _ => Some(d.bytes("arrow metadata")?),
+    };
+    let flags = d.u64("arrow flags")? as i64;
+    let n = d.count(6, "arrow children")?;
+    let children = (0..n)
+        .map(|_| read_schema(d, depth + 1))
+        .collect::<Result<_, _>>()?;
+    let dictionary = match d.u8("arrow dictionary flag")? {
+        0 => None,
+        _ => Some(Box::new(read_schema(d, depth + 1)?)),
+    };
+    Ok(SchemaDesc {
+        format,
+        name,
+        metadata,
+        flags,
+        children,
+        dictionary,
+    })
+}
+
+fn read_array(
+    d: &mut Decoder<'_>,
+    sources: &[Buffer],
+    depth: usize,
+) -> Result<ArrayDesc<Buffer>, WireError> {
+    if depth > MAX_DEPTH {
+        return Err(WireError::TooDeep);
+    }
+    let length = d.u64("arrow length")? as i64;
+    let null_count = d.u64("arrow null count")? as i64;
+    let offset = d.u64("arrow offset")? as i64;
+    let n = d.count(1, "arrow buffers")?;
+    let buffers = (0..n)
+        .map(|_| match d.u8("arrow buffer flag")? {
+            0 => Ok(None),
+            _ => d.region()?.resolve(sources).map(Some),
+        })
+        .collect::<Result<_, WireError>>()?;
+    let n = d.count(33, "arrow children")?;
+    let children = (0..n)
+        .map(|_| read_array(d, sources, depth + 1))
+        .collect::<Result<_, _>>()?;
+    let dictionary = match d.u8("arrow dictionary flag")? {
+        0 => None,
+        _ => Some(Box::new(read_array(d, sources, depth + 1)?)),
+    };
+    Ok(ArrayDesc {
+        length,
+        null_count,
+        offset,
+        buffers,
+        children,
+        dictionary,
+    })
 }
 
 /// Decodes a value tree whose regions name `sources`; byte payloads are
@@ -872,6 +1019,16 @@ fn read_value(d: &mut Decoder<'_>, sources: &[Buffer], depth: usize) -> Result<V
                 source,
             })
         }
+        11 => {
+            let n = d.count(40, "arrow batches")?;
+            let mut batches = Vec::with_capacity(n);
+            for _ in 0..n {
+                let schema = read_schema(d, depth + 1)?;
+                let array = read_array(d, sources, depth + 1)?;
+                batches.push(arrow::build_batch(&schema, &array).map_err(WireError::BadArrow)?);
+            }
+            Value::Arrow(ArrowTable::new(batches))
+        }
         tag => return Err(WireError::BadTag { what: "value", tag }),
     })
 }
@@ -885,7 +1042,7 @@ mod tests {
     struct Flat(Vec<u8>);
 
     impl Payloads for Flat {
-        fn place(&mut self, bytes: &Buffer) -> Region {
+        fn place(&mut self, bytes: &[u8]) -> Region {
             self.place_bytes(bytes)
         }
         fn place_str(&mut self, text: &str) -> Region {

@@ -189,7 +189,7 @@ impl LendPayloads<'_> {
 }
 
 impl Payloads for LendPayloads<'_> {
-    fn place(&mut self, bytes: &Buffer) -> Region {
+    fn place(&mut self, bytes: &[u8]) -> Region {
         let result = self.lender.lend(bytes);
         self.region(result)
     }
@@ -207,7 +207,7 @@ fn share_value(value: &Value) -> Result<SharedValue, CallError> {
         error: None,
     };
     let tree = wire::encode_value(value, &mut payloads).map_err(|e| match e {
-        WireError::Arrow => CallError::new(ErrorKind::Unsupported, e.to_string()),
+        WireError::Arrow(_) => CallError::new(ErrorKind::Unsupported, e.to_string()),
         other => internal(other.to_string()),
     })?;
     if let Some(error) = payloads.error {

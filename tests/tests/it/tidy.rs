@@ -149,6 +149,7 @@ const UNSAFE_FILES: &[&str] = &[
     "host/src/loader/convert.rs",
     "host/src/loader/foreign.rs",
     "host/src/loader/mod.rs",
+    "host/src/isolation/arrow.rs",
     "host/src/isolation/shm.rs",
     "host/src/isolation/process.rs",
     "host/src/isolation/runner.rs",
