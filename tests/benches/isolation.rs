@@ -16,8 +16,9 @@ use std::fs;
 use std::hint::black_box;
 use std::time::Duration;
 
+use stowage::store::Verify;
 use stowage::{ArtifactMeta, Buffer, Host, Tensor, Value, WrittenBy};
-use stowage_tests::bench::{self, at_least, at_most, time};
+use stowage_tests::bench::{self, at_least, at_most, median, time};
 use stowage_tests::{artifacts, TestDir};
 
 const MIB: usize = 1 << 20;
@@ -63,7 +64,7 @@ fn micros(d: Duration) -> f64 {
 fn main() {
     let quick = bench::start("process isolation benchmarks (tensor plugin)");
     let (size, runs, small_runs) = if quick {
-        (16 * MIB, 1, 200)
+        (16 * MIB, 3, 200)
     } else {
         (256 * MIB, 5, 5001)
     };
@@ -123,21 +124,40 @@ fn main() {
         at_most(load_over, 50.0)
     );
 
-    // Large tensor through the store.
+    // Large tensor through the store, in-process and isolated run by run
+    // (interleaved, so neither pays for the other's writeback or for other
+    // load on the machine).
     let big = tensor(size);
+    let hosts = [("in-process", &inproc), ("isolated", &iso)];
+    for (_, host) in hosts {
+        host.save("t", &big, &[]).expect("warm-up save");
+    }
+    let mut samples: [[Vec<Duration>; 4]; 2] = Default::default();
+    for _ in 0..runs {
+        for (i, (_, host)) in hosts.iter().enumerate() {
+            samples[i][0].push(time(1, || {
+                host.save("t", &big, &[]).expect("save");
+            }));
+        }
+        for (i, (_, host)) in hosts.iter().enumerate() {
+            samples[i][1].push(time(1, || {
+                black_box(host.load("t").expect("load").value);
+            }));
+            samples[i][2].push(time(1, || {
+                black_box(host.load_mapped("t").expect("load_mapped").value);
+            }));
+            samples[i][3].push(time(1, || {
+                black_box(host.load_raw("t", Verify::Hash).expect("raw"));
+            }));
+        }
+    }
     let mut saves = Vec::new();
     let mut loads = Vec::new();
-    for (what, host) in [("in-process", &inproc), ("isolated", &iso)] {
-        host.save("t", &big, &[]).expect("warm-up save");
-        let save = time(runs, || {
-            host.save("t", &big, &[]).expect("save");
-        });
-        let load = time(runs, || {
-            let loaded = host.load("t").expect("load");
-            black_box(&loaded.value);
-        });
+    for (i, (what, _)) in hosts.iter().enumerate() {
+        let [save, load, mapped, raw] = samples[i].clone().map(median);
         println!(
-            "{} MiB f32 tensor, {what}: save {save:.2?} ({:.0} MB/s), load {load:.2?} ({:.0} MB/s)",
+            "{} MiB f32 tensor, {what}: save {save:.2?} ({:.0} MB/s), load {load:.2?} ({:.0} MB/s; \
+             of which the store's verified read {raw:.2?}), load_mapped {mapped:.2?}",
             size / MIB,
             size as f64 / save.as_secs_f64() / 1e6,
             size as f64 / load.as_secs_f64() / 1e6
