@@ -25,6 +25,8 @@
 //! Decision: a broken isolated plugin answers `false` to `can_serialize`,
 //! `can_deserialize` and `sniff` (it is out of the running, not failing
 //! again), and any other entry point with its broken reason.
+//! Decision: starting a runner (its hello) gets at least 10 s
+//! (`HELLO_TIMEOUT_MIN_MS`) even when `timeout_ms` is shorter.
 //! Decision: the hello of a restarted runner must declare exactly what the
 //! first one did; a library file replaced in between is a failure until a
 //! rescan loads the new version.
@@ -138,12 +140,18 @@ enum Started {
     Failed(String),
 }
 
+/// The least time a runner gets to start and load its library, whatever
+/// `timeout_ms` says: a short per-call timeout must not fail a start on a
+/// loaded machine.
+const HELLO_TIMEOUT_MIN_MS: u64 = 10_000;
+
 /// Starts a runner and reads its hello.
 fn start(spec: &RunnerSpec, timeout_ms: u64) -> Result<(Runner, Reply), Started> {
     let mut runner = Runner::spawn(spec).map_err(|e| Started::Spawn(e.to_string()))?;
+    let hello_ms = timeout_ms.max(HELLO_TIMEOUT_MIN_MS);
     let (body, _fds) = runner
-        .receive(Duration::from_millis(timeout_ms))
-        .map_err(|failure| Started::Failed(failure_message(failure, Entry::Init, timeout_ms)))?;
+        .receive(Duration::from_millis(hello_ms))
+        .map_err(|failure| Started::Failed(failure_message(failure, Entry::Init, hello_ms)))?;
     let hello = wire::decode_reply(&body).map_err(|e| {
         runner.kill();
         Started::Failed(format!("runner sent a malformed hello: {e}"))
