@@ -555,3 +555,39 @@ fn a_missing_runner_breaks_the_isolated_plugin_with_the_reason() {
         )),
     );
 }
+
+#[test]
+fn a_rescan_keeps_the_runner_and_a_new_library_version_gets_a_new_one() {
+    let dir = crash_dir("iso-rescan");
+    let host = dir.host();
+    let first = status_of(&host, "crashy").runner_pid;
+    assert!(first.is_some());
+    host.rescan().expect("rescan");
+    assert_eq!(status_of(&host, "crashy").runner_pid, first, "hello cached");
+    dir.install("fixture-crashy", "stowage_crashy");
+    host.rescan().expect("rescan");
+    let status = status_of(&host, "crashy");
+    assert_eq!(status.state, State::Active);
+    assert!(status.runner_pid.is_some() && status.runner_pid != first);
+    // The old runner went with its library version.
+    let old = first.expect("pid");
+    assert!(wait_until(Duration::from_secs(30), || is_gone(old).then_some(())).is_some());
+}
+
+#[test]
+fn the_runner_refuses_to_be_started_by_hand() {
+    let output = Command::new(runner())
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).as_ref()
+        ),
+        (
+            Some(2),
+            "stowage-runner: --library PATH is required (started by stowage, not by hand)\n"
+        )
+    );
+}
