@@ -33,7 +33,10 @@
 //! any loaded library. Unlike an in-process library, a changed file is
 //! simply reloaded at the next rescan (a new runner), and so is a plugin
 //! that broke after repeated crashes once its file changes. A change of
-//! isolation settings (mode, timeout, cap, runner) reloads it too.
+//! isolation settings (mode, timeout, cap, runner) reloads it too. A
+//! runner's failure to load its library (its reason, or its death while
+//! loading) is remembered per file version like any failed open; a runner
+//! that could not be started at all is retried on every rescan.
 //! Decision: a configured `priority` is shown whatever the state (pending,
 //! broken, disabled); an unloaded plugin without one shows none.
 
@@ -367,9 +370,7 @@ impl Lifecycle {
                     && *old_settings == settings
                     && !matches!(
                         error,
-                        LoadError::Open { .. }
-                            | LoadError::Runner { .. }
-                            | LoadError::RunnerStart { .. }
+                        LoadError::Open { .. } | LoadError::RunnerStart { .. }
                     )
             }
             _ => false,

@@ -591,3 +591,34 @@ fn the_runner_refuses_to_be_started_by_hand() {
         )
     );
 }
+
+#[test]
+fn an_isolated_plugin_that_fails_to_load_is_broken_with_the_in_process_reason() {
+    let dir = TestDir::new("iso-init-panic");
+    dir.install("fixture-init-panic", "stowage_init_panic");
+    dir.install("fixture-iface-major-2", "stowage_iface_major_2");
+    write_config(&dir, "isolation = \"process\"\n", "");
+    let host = dir.host();
+    stowage_tests::assert_state(
+        &host,
+        "init-panic",
+        State::Broken,
+        Some(
+            "panic during init: fixture refuses to start at tests/fixtures/init-panic/src/lib.rs:6",
+        ),
+    );
+    // Judged from the file, before any runner starts.
+    let status = status_of(&host, "iface-major-2");
+    assert_eq!(
+        (
+            status.state,
+            status.runner_pid,
+            status.last_error.as_deref()
+        ),
+        (
+            State::Broken,
+            None,
+            Some("interface major mismatch: plugin built against interface 2.0, host speaks 1.1")
+        )
+    );
+}
