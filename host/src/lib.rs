@@ -36,6 +36,8 @@ pub mod fallback;
 #[doc(hidden)]
 pub mod fs;
 mod host;
+#[doc(hidden)]
+pub mod isolation;
 pub mod lifecycle;
 pub mod loader;
 pub mod registry;

@@ -177,6 +177,9 @@ pub struct ArtifactMeta {
 pub(crate) struct CallValue<'v> {
     value: &'v Value,
     prepared: RefCell<Option<PreparedValue<'v>>>,
+    /// The shared-memory form isolated plugins read (`loader/isolated.rs`),
+    /// likewise built once per dispatch.
+    shared: RefCell<Option<Box<dyn std::any::Any>>>,
 }
 
 impl<'v> CallValue<'v> {
@@ -185,6 +188,7 @@ impl<'v> CallValue<'v> {
         CallValue {
             value,
             prepared: RefCell::new(None),
+            shared: RefCell::new(None),
         }
     }
     /// The host value.
@@ -197,6 +201,22 @@ impl<'v> CallValue<'v> {
         let mut slot = self.prepared.borrow_mut();
         let prepared = slot.get_or_insert_with(|| PreparedValue::new(self.value));
         f(prepared)
+    }
+    /// Runs `f` on a form of type `T` built by `build` on first use (the
+    /// isolated loader's shared-memory copy of the value).
+    pub(crate) fn with_shared<T: 'static, R>(
+        &self,
+        build: impl FnOnce(&'v Value) -> T,
+        f: impl FnOnce(&T) -> R,
+    ) -> R {
+        let mut slot = self.shared.borrow_mut();
+        if let Some(form) = slot.as_ref().and_then(|b| b.downcast_ref::<T>()) {
+            return f(form);
+        }
+        let form = build(self.value);
+        let result = f(&form);
+        *slot = Some(Box::new(form));
+        result
     }
 }
 

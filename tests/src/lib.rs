@@ -75,6 +75,7 @@ const PACKAGES: &[&str] = &[
     "fixture-decliner",
     "fixture-needs-native",
     "fixture-bad-blob-names",
+    "fixture-crashy",
 ];
 
 /// The workspace root.
@@ -359,8 +360,25 @@ impl TestDir {
     }
 
     /// Writes `plugins.toml`: the `[host]` table, then `rest`.
+    ///
+    /// With `STOWAGE_TEST_ISOLATION=process` every plugin runs isolated
+    /// (`[host] isolation`, the harness's runner): the plugins' suites
+    /// run this way to prove they pass isolated (SPEC §14).
     pub fn write_config(&self, rest: &str) {
-        let text = format!("[host]\ndir = \"plugin-libs\"\n\n[store]\ndir = \"store\"\n\n{rest}");
+        let isolation = match std::env::var("STOWAGE_TEST_ISOLATION").as_deref() {
+            Ok("process") => format!(
+                "isolation = \"process\"\nrunner = {:?}\n",
+                artifacts()
+                    .stowage
+                    .with_file_name("stowage-runner")
+                    .display()
+                    .to_string()
+            ),
+            _ => String::new(),
+        };
+        let text = format!(
+            "[host]\ndir = \"plugin-libs\"\n{isolation}\n[store]\ndir = \"store\"\n\n{rest}"
+        );
         fs::write(self.config_path(), text).expect("write plugins.toml");
     }
 

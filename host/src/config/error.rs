@@ -136,6 +136,19 @@ pub enum ConfigError {
         /// What is wrong (`63 characters`, `non-hex character 'g'`).
         found: String,
     },
+    /// A value outside the set or range a key accepts (`isolation`,
+    /// `timeout_ms`, `max_memory_mb`).
+    #[error("{at}: {key} {value} is not valid: expected {expected}")]
+    BadValue {
+        /// Where the value is.
+        at: Location,
+        /// The dotted key.
+        key: String,
+        /// The value as written (strings quoted).
+        value: String,
+        /// What the key accepts.
+        expected: &'static str,
+    },
     /// A `[plugins.NAME]` table whose name is not `[A-Za-z0-9_-]+`.
     #[error("{at}: plugin name {name:?} must match [A-Za-z0-9_-]+")]
     BadPluginName {

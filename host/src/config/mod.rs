@@ -40,7 +40,9 @@ mod tests;
 
 pub use edit::{set_enabled, EditOutcome};
 pub use error::{ConfigError, Location};
-pub use read::{resolve_config_path, Config, PluginEntry, DEFAULT_CONFIG_FILE};
+pub use read::{
+    resolve_config_path, Config, Isolation, PluginEntry, DEFAULT_CONFIG_FILE, DEFAULT_TIMEOUT_MS,
+};
 pub use toggles::EnvToggles;
 
 pub use crate::fallback::FALLBACK_PRIORITY;

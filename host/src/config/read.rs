@@ -19,6 +19,13 @@
 //! The table itself is not warned about, since `stowage disable msgpack`
 //! writes it.
 //! Decision: an empty `STOWAGE_CONFIG` counts as unset.
+//! Decision: `isolation` (`[host]` default, `[plugins.NAME]` override) is
+//! `"in-process"` or `"process"`; `timeout_ms` and `max_memory_mb` are
+//! positive integers (0 or a negative number is an error: a zero timeout
+//! or cap could never let a call through). They are read for every plugin
+//! but only act on isolated ones (SPEC §14); `max_memory_mb` unset means no
+//! cap. `[host] runner` names the `stowage-runner` executable (relative to
+//! this file); without it the host looks beside its own executable.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -41,6 +48,32 @@ const DEFAULT_PLUGIN_DIR: &str = "plugin-libs";
 /// `[store] dir` when absent, relative to the config file.
 const DEFAULT_STORE_DIR: &str = "store";
 
+/// Where a plugin's code runs (SPEC §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Loaded into the host process (the default).
+    #[default]
+    InProcess,
+    /// Loaded by a `stowage-runner` child process; calls cross a socket.
+    Process,
+}
+
+impl Isolation {
+    /// The name used in `plugins.toml` and `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::InProcess => "in-process",
+            Isolation::Process => "process",
+        }
+    }
+}
+
+const MILLISECONDS: &str = "a positive number of milliseconds";
+const MEGABYTES: &str = "a positive number of megabytes";
+
+/// `timeout_ms` when absent: 30 s (SPEC §14).
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
 /// The parsed `plugins.toml`, with defaults filled in.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,6 +89,11 @@ pub struct Config {
     pub autoload: bool,
     /// `[store] dir`, resolved like `plugin_dir` (default `store`).
     pub store_dir: PathBuf,
+    /// `[host] isolation`: the default for plugins without their own.
+    pub isolation: Isolation,
+    /// `[host] runner`: the `stowage-runner` executable, resolved like
+    /// `plugin_dir`; `None` looks beside the running executable.
+    pub runner: Option<PathBuf>,
     /// The `[plugins.NAME]` tables, in file order.
     pub plugins: Vec<PluginEntry>,
     /// One line each, `PATH:LINE:COLUMN: message` naming the key: unknown
@@ -81,6 +119,13 @@ pub struct PluginEntry {
     pub sha256: Option<String>,
     /// `[plugins.NAME.options]`, in file order, values as strings.
     pub options: Vec<(String, String)>,
+    /// `isolation`; `None` takes `[host] isolation`.
+    pub isolation: Option<Isolation>,
+    /// `timeout_ms` of one call to an isolated plugin; `None` is
+    /// [`DEFAULT_TIMEOUT_MS`].
+    pub timeout_ms: Option<u64>,
+    /// `max_memory_mb`: `RLIMIT_DATA` of an isolated plugin's runner.
+    pub max_memory_mb: Option<u64>,
 }
 
 impl PluginEntry {
@@ -94,6 +139,9 @@ impl PluginEntry {
             library: None,
             sha256: None,
             options: Vec::new(),
+            isolation: None,
+            timeout_ms: None,
+            max_memory_mb: None,
         }
     }
 
@@ -156,6 +204,12 @@ impl Config {
                         match name {
                             "dir" => config.plugin_dir = base.join(reader.dir(key, item, &dotted)?),
                             "autoload" => config.autoload = reader.boolean(key, item, &dotted)?,
+                            "isolation" => {
+                                config.isolation = reader.isolation(key, item, &dotted)?
+                            }
+                            "runner" => {
+                                config.runner = Some(base.join(reader.dir(key, item, &dotted)?))
+                            }
                             _ => reader.unknown(key, &dotted),
                         }
                     }
@@ -203,6 +257,8 @@ impl Config {
             plugin_dir: base.join(DEFAULT_PLUGIN_DIR),
             autoload: true,
             store_dir: base.join(DEFAULT_STORE_DIR),
+            isolation: Isolation::InProcess,
+            runner: None,
             plugins: Vec::new(),
             warnings: Vec::new(),
         }
@@ -382,10 +438,51 @@ impl Reader<'_> {
                     entry.sha256 = Some(value.to_ascii_lowercase());
                 }
                 "options" => entry.options = self.options(key, item, &dotted)?,
+                "isolation" => entry.isolation = Some(self.isolation(key, item, &dotted)?),
+                "timeout_ms" => {
+                    entry.timeout_ms = Some(self.positive(key, item, &dotted, MILLISECONDS)?)
+                }
+                "max_memory_mb" => {
+                    entry.max_memory_mb = Some(self.positive(key, item, &dotted, MEGABYTES)?)
+                }
                 _ => self.unknown(key, &dotted),
             }
         }
         Ok(entry)
+    }
+
+    /// `isolation`: `"in-process"` or `"process"`.
+    fn isolation(&self, key: &Key, item: &Item, dotted: &str) -> Result<Isolation, ConfigError> {
+        match self.string(key, item, dotted)? {
+            "in-process" => Ok(Isolation::InProcess),
+            "process" => Ok(Isolation::Process),
+            other => Err(ConfigError::BadValue {
+                at: self.value_at(key, item),
+                key: dotted.to_owned(),
+                value: format!("{other:?}"),
+                expected: "\"in-process\" or \"process\"",
+            }),
+        }
+    }
+
+    /// A positive integer (`timeout_ms`, `max_memory_mb`).
+    fn positive(
+        &self,
+        key: &Key,
+        item: &Item,
+        dotted: &str,
+        expected: &'static str,
+    ) -> Result<u64, ConfigError> {
+        let value = self.integer(key, item, dotted)?;
+        match u64::try_from(value) {
+            Ok(value) if value > 0 => Ok(value),
+            _ => Err(ConfigError::BadValue {
+                at: self.value_at(key, item),
+                key: dotted.to_owned(),
+                value: value.to_string(),
+                expected,
+            }),
+        }
     }
 
     /// Clamps a priority into `0..=MAX_PLUGIN_PRIORITY`, warning when it moved.

@@ -291,7 +291,78 @@ fn every_key_at_once() {
             library: Some("stowage_arrow".to_owned()),
             sha256: Some(sha),
             options: vec![("compression".to_owned(), "zstd".to_owned())],
+            isolation: None,
+            timeout_ms: None,
+            max_memory_mb: None,
         }
+    );
+}
+
+#[test]
+fn isolation_keys_are_read() {
+    let config = check_ok(
+        "[host]\nisolation = \"process\"\nrunner = \"bin/stowage-runner\"\n\
+         [plugins.a]\nisolation = \"in-process\"\n\
+         [plugins.b]\ntimeout_ms = 500\nmax_memory_mb = 64\n",
+    );
+    assert_eq!(config.warnings, Vec::<String>::new());
+    assert_eq!(config.isolation, Isolation::Process);
+    assert_eq!(config.runner, Some(PathBuf::from("bin/stowage-runner")));
+    assert_eq!(config.plugins[0].isolation, Some(Isolation::InProcess));
+    assert_eq!(
+        (
+            config.plugins[1].isolation,
+            config.plugins[1].timeout_ms,
+            config.plugins[1].max_memory_mb
+        ),
+        (None, Some(500), Some(64))
+    );
+}
+
+#[test]
+fn isolation_defaults_to_in_process() {
+    let config = check_ok("[plugins.a]\n");
+    assert_eq!(config.isolation, Isolation::InProcess);
+    assert_eq!(config.runner, None);
+    assert_eq!(
+        (
+            config.plugins[0].isolation,
+            config.plugins[0].timeout_ms,
+            config.plugins[0].max_memory_mb
+        ),
+        (None, None, None)
+    );
+}
+
+#[test]
+fn unknown_isolation_values_are_errors_at_the_value() {
+    check_err(
+        "[host]\nisolation = \"thread\"\n",
+        "plugins.toml:2:13: host.isolation \"thread\" is not valid: expected \"in-process\" or \"process\"",
+    );
+    check_err(
+        "[plugins.a]\nisolation = \"sandbox\"\n",
+        "plugins.toml:2:13: plugins.a.isolation \"sandbox\" is not valid: expected \"in-process\" or \"process\"",
+    );
+    check_err(
+        "[plugins.a]\nisolation = true\n",
+        "plugins.toml:2:13: plugins.a.isolation must be a string, found boolean",
+    );
+}
+
+#[test]
+fn timeouts_and_memory_caps_must_be_positive() {
+    check_err(
+        "[plugins.a]\ntimeout_ms = 0\n",
+        "plugins.toml:2:14: plugins.a.timeout_ms 0 is not valid: expected a positive number of milliseconds",
+    );
+    check_err(
+        "[plugins.a]\nmax_memory_mb = -5\n",
+        "plugins.toml:2:17: plugins.a.max_memory_mb -5 is not valid: expected a positive number of megabytes",
+    );
+    check_err(
+        "[plugins.a]\ntimeout_ms = \"1s\"\n",
+        "plugins.toml:2:14: plugins.a.timeout_ms must be an integer, found string",
     );
 }
 

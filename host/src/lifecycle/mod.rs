@@ -27,6 +27,16 @@
 //! so `libstowage_needs_native.so` is `needs-native` before and after it
 //! loads; toggles match that name or, once loaded, the declared one (`-` and
 //! `_` are equivalent when matching toggles).
+//! Decision: a process-isolated library (SPEC §14) is never opened in the
+//! host: `loader::open_isolated` starts its runner, and the plugin (with
+//! the declaration from the runner's hello) is kept per file version like
+//! any loaded library. Unlike an in-process library, a changed file is
+//! simply reloaded at the next rescan (a new runner), and so is a plugin
+//! that broke after repeated crashes once its file changes. A change of
+//! isolation settings (mode, timeout, cap, runner) reloads it too. A
+//! runner's failure to load its library (its reason, or its death while
+//! loading) is remembered per file version like any failed open; a runner
+//! that could not be started at all is retried on every rescan.
 //! Decision: a configured `priority` is shown whatever the state (pending,
 //! broken, disabled); an unloaded plugin without one shows none.
 
@@ -42,9 +52,10 @@ use std::time::{Instant, SystemTime};
 pub use resolve::ResolveError;
 pub use status::{Origin, PluginStatus, Snapshot, State};
 
-use crate::config::{Config, PluginEntry};
+use crate::config::{Config, Isolation, PluginEntry, DEFAULT_TIMEOUT_MS};
 use crate::fallback::{Fallback, FALLBACK_NAME, FALLBACK_PRIORITY};
-use crate::loader::{self, Checks, LoadError, Opened};
+use crate::isolation::process::runner_exe;
+use crate::loader::{self, Checks, IsolatedPlugin, IsolationSettings, LoadError, Opened};
 use crate::registry::{DispatchTable, Route, Stats};
 use crate::serializer::{PluginInfo, Serializer, MAX_PLUGIN_PRIORITY};
 use resolve::{apply_toggles, check_loaded, resolve_requirements, same_name, Candidate};
@@ -83,6 +94,10 @@ struct Library {
     stamp: Option<FileStamp>,
     outcome: Outcome,
     load_ms: f64,
+    /// The settings it was opened with (`None`: in-process).
+    settings: Option<IsolationSettings>,
+    /// The plugin, when it runs in its own process.
+    isolated: Option<Arc<IsolatedPlugin>>,
 }
 
 /// Lifecycle state kept across rescans.
@@ -206,6 +221,8 @@ impl Lifecycle {
             error: None,
             serializer: None,
             load_ms: None,
+            isolation: Some(entry.and_then(|e| e.isolation).unwrap_or(config.isolation)),
+            isolated: None,
         };
         let fallback_entry = config.entry(FALLBACK_NAME);
         let mut fallback = new(
@@ -215,6 +232,7 @@ impl Lifecycle {
             fallback_entry,
         );
         fallback.builtin = true;
+        fallback.isolation = None;
         fallback.serializer = Some(Arc::clone(&self.fallback) as Arc<dyn Serializer>);
         let mut candidates = vec![fallback];
 
@@ -278,6 +296,18 @@ impl Lifecycle {
             return;
         };
         let stamp = FileStamp::of(&path);
+        let settings = match candidate.isolation {
+            Some(Isolation::Process) => Some(IsolationSettings {
+                runner: runner_exe(config.runner.as_deref()),
+                timeout_ms: candidate
+                    .entry
+                    .as_ref()
+                    .and_then(|e| e.timeout_ms)
+                    .unwrap_or(DEFAULT_TIMEOUT_MS),
+                max_memory_mb: candidate.entry.as_ref().and_then(|e| e.max_memory_mb),
+            }),
+            _ => None,
+        };
         let loaded_before = matches!(
             self.libraries.get(&path),
             Some(Library {
@@ -304,6 +334,16 @@ impl Lifecycle {
             return;
         }
         let reuse = match self.libraries.get(&path) {
+            // An isolated library was never mapped here: a new version, or
+            // new settings, simply get a new runner.
+            Some(Library {
+                outcome: Outcome::Loaded(_),
+                stamp: old,
+                settings: old_settings,
+                ..
+            }) if old_settings.is_some() || settings.is_some() => {
+                *old == stamp && *old_settings == settings
+            }
             Some(Library {
                 outcome: Outcome::Loaded(_),
                 stamp: old,
@@ -323,8 +363,16 @@ impl Lifecycle {
             Some(Library {
                 outcome: Outcome::Failed(error),
                 stamp: old,
+                settings: old_settings,
                 ..
-            }) => *old == stamp && !matches!(error, LoadError::Open { .. }),
+            }) => {
+                *old == stamp
+                    && *old_settings == settings
+                    && !matches!(
+                        error,
+                        LoadError::Open { .. } | LoadError::RunnerStart { .. }
+                    )
+            }
             _ => false,
         };
         if !reuse {
@@ -339,9 +387,18 @@ impl Lifecycle {
                 plugin_dir,
                 sha256: candidate.entry.as_ref().and_then(|e| e.sha256.as_deref()),
             };
-            let outcome = match loader::open(&path, &checks) {
+            let opened = match &settings {
+                Some(settings) => loader::open_isolated(&path, &checks, settings),
+                None => loader::open(&path, &checks),
+            };
+            let mut isolated = None;
+            let outcome = match opened {
                 Ok(Opened::Plugin(plugin)) => {
                     Outcome::Loaded(Arc::from(plugin as Box<dyn Serializer>))
+                }
+                Ok(Opened::Isolated(plugin)) => {
+                    isolated = Some(Arc::clone(&plugin));
+                    Outcome::Loaded(plugin as Arc<dyn Serializer>)
                 }
                 Ok(Opened::MissingDependency(dependency)) => Outcome::MissingDependency(dependency),
                 Err(error) => Outcome::Failed(error),
@@ -354,6 +411,8 @@ impl Lifecycle {
                     stamp,
                     outcome,
                     load_ms,
+                    settings,
+                    isolated,
                 },
             );
         }
@@ -367,6 +426,10 @@ impl Lifecycle {
                 candidate.serializer = Some(Arc::clone(serializer));
                 if candidate.origin == Origin::Directory {
                     candidate.name = serializer.info().name.clone();
+                }
+                candidate.isolated = library.isolated.clone();
+                if let Some(reason) = library.isolated.as_ref().and_then(|p| p.broken()) {
+                    candidate.break_with(reason);
                 }
             }
             Outcome::Failed(error) => candidate.break_with(error),
@@ -452,8 +515,12 @@ impl Lifecycle {
                     enabled: candidate.enabled,
                     builtin: candidate.builtin,
                     origin: candidate.origin,
+                    isolation: candidate.isolation.map(|i| i.name().to_owned()),
+                    runner_pid: None,
+                    restarts: 0,
                 },
                 stats,
+                isolated: candidate.isolated.clone(),
             });
         }
         let table = DispatchTable::new(routes);

@@ -21,8 +21,9 @@ use std::sync::Arc;
 use semver::VersionReq;
 
 use super::status::{Origin, State};
-use crate::config::PluginEntry;
+use crate::config::{Isolation, PluginEntry};
 use crate::fallback::FALLBACK_NAME;
+use crate::loader::IsolatedPlugin;
 use crate::serializer::{PluginInfo, Serializer};
 
 /// Why a loaded plugin cannot be active (siblings of [`LoadError`](crate::loader::LoadError)).
@@ -93,6 +94,10 @@ pub(super) struct Candidate {
     pub(super) error: Option<String>,
     pub(super) serializer: Option<Arc<dyn Serializer>>,
     pub(super) load_ms: Option<f64>,
+    /// Where its code runs (`None` for the built-in fallback).
+    pub(super) isolation: Option<Isolation>,
+    /// Its runner, when it is loaded process-isolated.
+    pub(super) isolated: Option<Arc<IsolatedPlugin>>,
 }
 
 impl Candidate {

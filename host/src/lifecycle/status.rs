@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::loader::IsolatedPlugin;
 use crate::registry::{DispatchTable, Stats};
 
 /// A serializer's lifecycle state.
@@ -108,12 +109,21 @@ pub struct PluginStatus {
     pub builtin: bool,
     /// Where it was found.
     pub origin: Origin,
+    /// Where its code runs: `in-process` or `process` (`None` for the
+    /// built-in fallback). Added with process isolation (SPEC §14).
+    pub isolation: Option<String>,
+    /// The process id of its runner, while one is running.
+    pub runner_pid: Option<u32>,
+    /// How many times its runner was restarted after a crash or timeout.
+    pub restarts: u64,
 }
 
 /// A status row plus its live counters.
 pub(super) struct Row {
     pub(super) status: PluginStatus,
     pub(super) stats: Arc<Stats>,
+    /// Its runner, read live (pid, restarts, broken after crashes).
+    pub(super) isolated: Option<Arc<IsolatedPlugin>>,
 }
 
 /// The result of one rescan.
@@ -129,7 +139,8 @@ pub struct Snapshot {
 
 impl PluginStatus {
     /// This serializer as `status --json` shows it (SPEC §7); absent values
-    /// are `null`, lists `[]`, `load_ms` rounded to microseconds.
+    /// are `null`, lists `[]`, `load_ms` rounded to microseconds. `isolation`,
+    /// `runner_pid` and `restarts` are additions (SPEC §14).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "name": self.name,
@@ -147,6 +158,9 @@ impl PluginStatus {
             "enabled": self.enabled,
             "builtin": self.builtin,
             "origin": self.origin.name(),
+            "isolation": self.isolation,
+            "runner_pid": self.runner_pid,
+            "restarts": self.restarts,
         })
     }
 }
@@ -161,6 +175,14 @@ impl Snapshot {
                 status.dispatch_errors = row.stats.dispatch_errors();
                 if status.last_error.is_none() {
                     status.last_error = row.stats.last_error();
+                }
+                if let Some(isolated) = &row.isolated {
+                    status.runner_pid = isolated.runner_pid();
+                    status.restarts = isolated.restarts();
+                    if let Some(reason) = isolated.broken() {
+                        status.state = State::Broken;
+                        status.last_error = Some(reason);
+                    }
                 }
                 status
             })

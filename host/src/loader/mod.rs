@@ -28,6 +28,7 @@
 pub(crate) mod convert;
 mod file_probe;
 mod foreign;
+mod isolated;
 
 use std::fs;
 use std::io::Read;
@@ -47,6 +48,8 @@ use stowage_plugin_api::abi::{
 
 pub use file_probe::{check_library_file, FileProbe};
 pub(crate) use foreign::{generic_description, ForeignPlugin};
+pub(crate) use isolated::{open_isolated, IsolatedPlugin, IsolationSettings};
+pub use isolated::{CRASH_WINDOW, MAX_CRASHES};
 
 pub use crate::serializer::host_interface;
 use crate::serializer::{is_valid_plugin_name, PluginInfo};
@@ -171,6 +174,21 @@ pub enum LoadError {
         /// What is wrong.
         detail: String,
     },
+    /// The runner of an isolated plugin could not be started.
+    #[error("cannot start {}: {message}", path.display())]
+    RunnerStart {
+        /// The runner executable.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// The runner of an isolated plugin failed to load it (its loader's
+    /// one-line reason), died or timed out while loading it.
+    #[error("{message}")]
+    Runner {
+        /// The reason.
+        message: String,
+    },
     /// The file could not be read for the checks.
     #[error("cannot read {path}: {message}")]
     Read {
@@ -185,6 +203,8 @@ pub enum LoadError {
 pub(crate) enum Opened {
     /// A working plugin.
     Plugin(Box<ForeignPlugin>),
+    /// A working plugin in its own runner process.
+    Isolated(std::sync::Arc<IsolatedPlugin>),
     /// `dlopen` could not find one of the library's own dependencies (named);
     /// installing it and rescanning may fix it.
     MissingDependency(String),

@@ -49,6 +49,10 @@ fn status_json_has_the_documented_shape() {
         "enabled",
         "builtin",
         "origin",
+        // Added with process isolation (SPEC §14).
+        "isolation",
+        "runner_pid",
+        "restarts",
     ];
     for serializer in serializers {
         let keys: Vec<&str> = serializer

@@ -31,5 +31,7 @@ mod errors;
 mod cli_io;
 // The Python package: its pytest suite, built and run through the harness.
 mod python;
+// Process isolation: crashes and hangs contained in a runner (SPEC §14).
+mod isolation;
 // House rules checked on the source tree.
 mod tidy;
