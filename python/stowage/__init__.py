@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._convert import RawTensor
+from ._convert import RawTensor, TensorMap
 from ._stowage import (
     ConfigError,
     Error,
@@ -41,6 +41,7 @@ __all__ = [
     "PluginError",
     "PluginWarning",
     "RawTensor",
+    "TensorMap",
     "__version__",
 ]
 
