@@ -30,6 +30,9 @@ from ._stowage import (
     __version__,
 )
 
+# Named as the package exports them (records' caller_type, reprs).
+RawTensor.__module__ = TensorMap.__module__ = "stowage"
+
 __all__ = [
     "ClassSource",
     "ConfigError",

@@ -31,5 +31,7 @@ mod errors;
 mod cli_io;
 // The Python package: its pytest suite, built and run through the harness.
 mod python;
+// The Metaflow extension in real Metaflow (issue #16).
+mod metaflow;
 // House rules checked on the source tree.
 mod tidy;
