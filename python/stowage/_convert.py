@@ -5,6 +5,8 @@ Decisions:
   bfloat16/float8 arrays keep their names (BF16, F8_E4M3, F8_E5M2).
 - A big-endian array is converted once to little-endian and a
   non-contiguous one made C-contiguous once; everything else is borrowed.
+- A masked array is a ``TypeError`` (its mask would be silently dropped);
+  other ndarray subclasses store their data and load as plain arrays.
 - On load, dtypes numpy lacks come back as ``ml_dtypes`` arrays when that
   package imports, else as raw ``uint8``/``uint16`` :class:`RawTensor`
   arrays whose ``dtype_name`` says what they hold.
@@ -70,6 +72,11 @@ class RawTensor(np.ndarray):
 
 def prepare_array(array: np.ndarray) -> tuple[np.ndarray, str]:
     """The array to borrow (little-endian, C-contiguous) and its dtype name."""
+    if isinstance(array, np.ma.MaskedArray):
+        raise TypeError(
+            f"cannot store a numpy masked array ({type(array).__module__}.{type(array).__qualname__}): "
+            "its mask would be lost; save .data and .mask as two arrays"
+        )
     if isinstance(array, RawTensor) and array.dtype_name:
         name = array.dtype_name
     else:

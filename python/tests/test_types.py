@@ -168,6 +168,15 @@ def test_unsupported_numpy_scalars_are_a_type_error(host, scalar, message):
     assert str(raised.value).startswith(message)
 
 
+def test_a_masked_array_is_a_type_error_not_a_silently_dropped_mask(host):
+    with pytest.raises(TypeError) as raised:
+        host.save("m", np.ma.masked_array([1.0, 2.0], mask=[False, True]))
+    assert str(raised.value) == (
+        "cannot store a numpy masked array (numpy.ma.MaskedArray): its mask would be lost; save .data and .mask as two arrays"
+    )
+    assert host.ls() == []
+
+
 def test_a_zero_d_array_stays_a_tensor(host):
     assert host.save("z", np.array(1.5, dtype=np.float16))["obj_type"] == "tensor"
     assert host.load("z").dtype == np.float16

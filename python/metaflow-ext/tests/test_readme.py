@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def examples() -> list[str]:
-    section = README.read_text().split("### Using stowage from Metaflow", 1)[1].split("\n## ", 1)[0]
+    section = README.read_text().split("### Using stowage from Metaflow", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 
 import numpy as np
@@ -31,6 +32,10 @@ class Model:
     pass
 
 
+class Tagged(np.ndarray):
+    """An ndarray subclass: stowage would load it as a plain array."""
+
+
 def test_registered_ahead_of_pickle_and_active():
     assert SerializerStore._all_serializers["stowage"] is StowageSerializer
     ordered = SerializerStore.get_ordered_serializers()
@@ -47,6 +52,13 @@ def test_claims_plugin_values_only(monkeypatch):
     assert not claims(object())  # no stowage value: pickle's
     assert not claims([np.ones(2), np.ones(3)])  # several leaves: never one blob
     assert not claims(Model)  # classes are opt-in
+    # Values that would not load as themselves stay with pickle.
+    assert not claims(np.ma.masked_array([1.0, 2.0], mask=[False, True]))
+    assert not claims(np.arange(2).view(Tagged))
+    assert not claims(pa.record_batch({"x": [1]}))
+    assert not claims(pa.RecordBatchReader.from_batches(pa.schema([("x", pa.int64())]), []))
+    assert not claims(collections.OrderedDict(w=np.ones(2)))
+    assert claims(stowage.TensorMap({"w": np.ones(2)}, metadata={"k": "v"}))
     monkeypatch.setattr(metaflow_config, "STOWAGE_CLASSES", True, raising=False)
     assert claims(Model)
     monkeypatch.setattr(metaflow_config, "STOWAGE_PLAIN", True, raising=False)

@@ -6,6 +6,8 @@
 //!
 //! Rust → Python crossings are checked here too: an artifact saved through
 //! the Rust library is loaded by the pytest suite (`STOWAGE_TEST_RUST_STORE`).
+//! [`run_pytest`] is shared with the Metaflow extension's tests
+//! (`metaflow.rs`).
 
 use std::io::Write;
 use std::path::Path;

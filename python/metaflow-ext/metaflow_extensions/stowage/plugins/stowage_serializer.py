@@ -36,6 +36,13 @@ first ``;``. Example: ``stowage:safetensors;v=1;obj_type=tensor;blob=data;by=ten
   ``pyarrow.Table`` (immutable anyway, zero-copy over the loaded blob),
   classes as ``stowage.ClassSource``.
 
+Decision: since a load must give the next step what it saved, only values
+that come back as themselves are claimed: an exact ``numpy.ndarray``, a
+``dict`` (or ``stowage.TensorMap``) of them, an exact ``pyarrow.Table``.
+Subclasses (masked arrays, ``np.matrix``), other Arrow producers (pandas and
+polars frames, record batches, readers) and dict subclasses stay with
+pickle: stowage would load them as a plain array or a ``pyarrow.Table``.
+
 One ``stowage.Host`` per process (config as :mod:`..config.mfextinit_stowage`
 says), made on first use; it never opens a store.
 """
@@ -90,6 +97,8 @@ def decode(encoding: str) -> tuple[dict[str, Any], str]:
         "serializer_info": {k[len("info.") :]: v for k, v in fields.items() if k.startswith("info.")},
     }
     return meta, fields["blob"]
+
+
 _PLAIN_KINDS = frozenset(["null", "bool", "int", "float", "string", "bytes", "list", "map"])
 
 
@@ -128,6 +137,9 @@ class StowageSerializer(ArtifactSerializer):
 
     @classmethod
     def can_serialize(cls, obj: Any) -> bool:
+        is_table = (type(obj).__module__, type(obj).__qualname__) == ("pyarrow.lib", "Table")
+        if hasattr(obj, "__arrow_c_stream__") and not is_table:
+            return False  # before explain: exporting a reader's stream consumes it
         try:
             decision = cls.host().explain(obj)
         except TypeError:
@@ -140,6 +152,13 @@ class StowageSerializer(ArtifactSerializer):
             return bool(_option("STOWAGE_PLAIN", False))
         if kind == "class_source":
             return bool(_option("STOWAGE_CLASSES", False))
+        ndarray = cls.numpy.ndarray
+        if kind == "tensor":
+            return type(obj) is ndarray
+        if kind == "tensor_map":
+            return type(obj) in (dict, cls.stowage.TensorMap) and all(type(v) is ndarray for v in obj.values())
+        if kind == "arrow":
+            return is_table
         return True
 
     @classmethod
