@@ -165,19 +165,31 @@ def metaflow_flow(work: Path, size: int, rows: int) -> None:
         f"{rows:,}x3 table": pa.table({"a": rng.integers(0, 1 << 40, rows), "b": rng.random(rows),
                                         "c": rng.integers(0, 100, rows).astype(np.int32)}),
     }
-    print("Metaflow flow artifacts (TaskDataStore, local; gzip bounds every save)")
-    for task, (what, value) in enumerate(values.items()):
-        times = {}
-        for label, chain in (("stowage", serializers[0]), ("pickle", serializers[1])):
-            task_ds = metaflow_task(work / f"metaflow-{label}", task + 10, chain)
-            start = time.perf_counter()
-            task_ds.save_artifacts(iter([("x", value)]))
-            saved = time.perf_counter() - start
-            encoding = task_ds._info["x"]["encoding"].split(";")[0]
-            start = time.perf_counter()
-            dict(task_ds.load_artifacts(["x"]))
-            times[label] = (saved, time.perf_counter() - start, encoding)
-        (s_save, s_load, s_enc), (p_save, p_load, _) = times["stowage"], times["pickle"]
+    print("Metaflow flow artifacts (TaskDataStore, local; gzip bounds every save; best of 2, alternating)")
+    chains = {"stowage": serializers[0], "pickle": serializers[1]}
+    task = 10
+    for what, value in values.items():
+        times: dict[str, tuple[float, float]] = {}
+        encoding = ""
+        # Alternating order: the first large load of a process pays the
+        # kernel's first touch of fresh pages, whichever serializer it is.
+        for order in (("stowage", "pickle"), ("pickle", "stowage")):
+            for label in order:
+                task += 1
+                # A datastore of its own each time: Metaflow skips a blob it already holds.
+                task_ds = metaflow_task(work / f"metaflow-{label}-{task}", task, chains[label])
+                start = time.perf_counter()
+                task_ds.save_artifacts(iter([("x", value)]))
+                saved = time.perf_counter() - start
+                if label == "stowage":
+                    encoding = task_ds._info["x"]["encoding"].split(";")[0]
+                start = time.perf_counter()
+                dict(task_ds.load_artifacts(["x"]))
+                loaded = time.perf_counter() - start
+                best = times.get(label, (float("inf"), float("inf")))
+                times[label] = (min(best[0], saved), min(best[1], loaded))
+        (s_save, s_load), (p_save, p_load) = times["stowage"], times["pickle"]
+        s_enc = encoding
         row(f"  {what}: save, {s_enc} vs pickle", s_save, p_save, "s", "report")
         row(f"  {what}: load, {s_enc} vs pickle", s_load, p_load, "s", "report")
 
