@@ -80,26 +80,30 @@ pub(crate) fn save(
     value: &Value,
     options: &[(String, String)],
     source: &str,
+    caller_type: Option<&str>,
 ) -> Result<Saved, Error> {
     store.check_write(name)?;
-    let (pending, skipped) = prepare_value(table, store, name, value, options, source)?;
+    let (mut pending, skipped) = prepare_value(table, store, name, value, options, source)?;
+    pending.meta.caller_type = caller_type.map(str::to_owned);
     let record = commit_one(store, pending)?;
     Ok(Saved { record, skipped })
 }
 
-/// Dispatches every value, then commits them all at once or none.
+/// Dispatches every value (with its caller type, if any), then commits
+/// them all at once or none; each save keeps its skipped candidates.
 pub(crate) fn save_many(
     table: &DispatchTable,
     store: &Store,
-    items: &[(&str, &Value)],
+    items: &[(&str, &Value, Option<&str>)],
     options: &[(String, String)],
-) -> Result<Vec<Record>, Error> {
+) -> Result<Vec<Saved>, Error> {
     store.check_writable()?;
     let mut pending = Vec::with_capacity(items.len());
-    for (name, value) in items {
+    let mut skipped = Vec::with_capacity(items.len());
+    for (name, value, caller_type) in items {
         store.check_write(name)?;
-        let (artifact, _) =
-            prepare_value(table, store, name, value, options, "api").map_err(|e| match e {
+        let (mut artifact, skips) = prepare_value(table, store, name, value, options, "api")
+            .map_err(|e| match e {
                 named @ Error::Artifact { .. } => named,
                 other => Error::Artifact {
                     action: Action::Store,
@@ -107,9 +111,16 @@ pub(crate) fn save_many(
                     source: Box::new(other),
                 },
             })?;
+        artifact.meta.caller_type = caller_type.map(str::to_owned);
         pending.push(artifact);
+        skipped.push(skips);
     }
-    Ok(store.commit(pending)?)
+    let records = store.commit(pending)?;
+    Ok(records
+        .into_iter()
+        .zip(skipped)
+        .map(|(record, skipped)| Saved { record, skipped })
+        .collect())
 }
 
 /// Ingests `input` with the plugin whose `sniff` claims it (or the named
@@ -389,6 +400,7 @@ impl<'s, 'p> StoreSink<'s, 'p> {
             serializer: route.name.clone(),
             serializer_version: route.serializer.info().version.to_string(),
             serializer_info: info,
+            caller_type: None,
         };
         Ok(self.writer.finish(meta)?)
     }

@@ -268,7 +268,32 @@ impl Host {
         source: &str,
     ) -> Result<Saved, Error> {
         let store = self.store()?;
-        artifact::save(&self.snapshot().table, &store, name, value, options, source)
+        let table = &self.snapshot().table;
+        artifact::save(table, &store, name, value, options, source, None)
+    }
+
+    /// [`Host::save`], recording `caller_type` — the value's type as the
+    /// caller's language names it (Python: `module.qualname[params]`) — in
+    /// the record's optional `caller_type` key, beside the serializer's
+    /// `obj_type` (which readers dispatch on, so it stays the plugin's).
+    pub fn save_typed(
+        &self,
+        name: &str,
+        value: &Value,
+        options: &[(String, String)],
+        caller_type: &str,
+    ) -> Result<Saved, Error> {
+        let store = self.store()?;
+        let table = &self.snapshot().table;
+        artifact::save(
+            table,
+            &store,
+            name,
+            value,
+            options,
+            "api",
+            Some(caller_type),
+        )
     }
 
     /// Saves many values with one durable commit. All or nothing: if one
@@ -278,6 +303,19 @@ impl Host {
         items: &[(&str, &Value)],
         options: &[(String, String)],
     ) -> Result<Vec<Record>, Error> {
+        let items: Vec<_> = items.iter().map(|&(n, v)| (n, v, None)).collect();
+        let saved = self.save_many_typed(&items, options)?;
+        Ok(saved.into_iter().map(|s| s.record).collect())
+    }
+
+    /// [`Host::save_many`] with each value's caller type (see
+    /// [`Host::save_typed`]); returns each save with the candidates that
+    /// failed before its winner.
+    pub fn save_many_typed(
+        &self,
+        items: &[(&str, &Value, Option<&str>)],
+        options: &[(String, String)],
+    ) -> Result<Vec<Saved>, Error> {
         let store = self.store()?;
         artifact::save_many(&self.snapshot().table, &store, items, options)
     }

@@ -5,8 +5,9 @@
 //! own buffer (borrowed: the value holds a reference to the array);
 //! `dict[str, ndarray]` a `tensor_map`; anything with
 //! `__arrow_c_stream__` an `arrow` table (buffers shared through the C
-//! stream); a class a `class_source`. Everything else is a `TypeError`
-//! naming the type — never pickle.
+//! stream); a class a `class_source`; a numpy scalar (`np.float32(1.5)`,
+//! `np.int8(3)`, `np.bool_(True)`) a plain `bool`/`int`/`float`.
+//! Everything else is a `TypeError` naming the type — never pickle.
 //!
 //! Load: tensors come back as read-only numpy arrays over a [`BlobView`],
 //! which holds the stored blob's [`Buffer`] (and so the file mapping)
@@ -19,8 +20,17 @@
 //! Decision: a borrowed array is not locked: mutating it from another
 //! thread during a save races with the hash, as with any buffer consumer
 //! (safetensors does the same).
-//! Decision: a `tensor_map`'s string metadata is dropped on load (the
-//! value is a plain `dict[str, ndarray]`).
+//! Decision: a `tensor_map` loads as `stowage.TensorMap`, a `dict`
+//! subclass whose `.metadata` holds the safetensors `__metadata__`
+//! strings; saving a `TensorMap` writes them back (a plain dict has none).
+//! Decision: a numpy scalar is a number, an array (even 0-d) a tensor: a
+//! scalar of a supported dtype becomes the plain value of `.item()` (bool,
+//! int within 64 bits, float; float16/float32/bfloat16/float8 widen to
+//! float64 exactly), so `{"loss": np.float32(0.25)}` stays plain data and
+//! loads as Python numbers. Other scalars (complex, datetime64,
+//! longdouble) are the usual `TypeError`.
+//! Decision: an Arrow table with no batches (an empty pyarrow table) is
+//! saved as one empty batch of its schema, so the schema survives.
 
 use std::ffi::c_int;
 use std::sync::Arc;
@@ -37,13 +47,13 @@ use stowage::{ArrowTable, Buffer, ClassSource, Tensor, TensorMap, Value};
 /// What a `TypeError` for an unsupported value lists.
 const SUPPORTED: &str =
     "None, bool, int (64-bit), float, str, bytes, list, tuple, dict with str keys, \
-numpy arrays of bool/int/uint/float dtypes (and ml_dtypes bfloat16/float8), dict[str, ndarray], \
+numpy arrays and scalars of bool/int/uint/float dtypes (and ml_dtypes bfloat16/float8), dict[str, ndarray], \
 objects with __arrow_c_stream__ (pyarrow, polars, …) and classes";
 
 static HELPERS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 /// `stowage._convert`, the Python-side type mapping.
-fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+pub fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     HELPERS
         .get_or_try_init(py, || {
             Ok::<_, PyErr>(py.import("stowage._convert")?.unbind())
@@ -109,10 +119,20 @@ pub fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(class) = obj.cast::<PyType>() {
         return class_source(class).map(Value::ClassSource);
     }
+    if let Some(number) = numpy_scalar(obj)? {
+        return to_value(&number);
+    }
     Err(PyTypeError::new_err(format!(
         "cannot store a value of type {}; supported: {SUPPORTED}",
         type_name(obj)
     )))
+}
+
+/// A numpy scalar as the plain Python number it holds (`None` for any
+/// other object); raises `TypeError` for a scalar of an unsupported dtype.
+fn numpy_scalar<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let number = helpers(obj.py())?.call_method1("numpy_scalar", (obj,))?;
+    Ok((!number.is_none()).then_some(number))
 }
 
 fn capped(text: &str) -> String {
@@ -142,10 +162,10 @@ fn map(dict: &Bound<'_, PyDict>) -> PyResult<Value> {
         for (key, array) in dict.iter() {
             tensors.push((key_of(&key)?, tensor(&array)?));
         }
-        return Ok(Value::TensorMap(TensorMap {
-            tensors,
-            metadata: Vec::new(),
-        }));
+        let metadata: Vec<(String, String)> = helpers(dict.py())?
+            .call_method1("tensor_map_metadata", (dict,))?
+            .extract()?;
+        return Ok(Value::TensorMap(TensorMap { tensors, metadata }));
     }
     let mut entries = Vec::with_capacity(dict.len());
     for (key, item) in dict.iter() {
@@ -174,9 +194,23 @@ fn tensor(array: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     Ok(Tensor { dtype, shape, data })
 }
 
+/// The bytes of a Python `bytes` object, borrowed: the buffer holds a
+/// reference to the object.
+pub fn borrow_bytes(bytes: Bound<'_, PyBytes>) -> Buffer {
+    let data = bytes.as_bytes();
+    let (ptr, len) = (data.as_ptr(), data.len());
+    let owner: Arc<dyn Send + Sync> = Arc::new(bytes.unbind());
+    // SAFETY: a `bytes` object is immutable and its data never moves while
+    // a reference to it is held; `owner` holds one for the buffer's life.
+    unsafe { Buffer::from_raw_parts(owner, ptr, len) }
+}
+
 fn arrow(obj: &Bound<'_, PyAny>) -> PyResult<ArrowTable> {
     let table: pyo3_arrow::PyTable = obj.extract()?;
-    let (batches, _schema) = table.into_inner();
+    let (mut batches, schema) = table.into_inner();
+    if batches.is_empty() {
+        batches.push(arrow_array::RecordBatch::new_empty(schema));
+    }
     let batches = crate::arrow::to_host(&batches)
         .map_err(|e| PyValueError::new_err(format!("cannot export the arrow table: {e}")))?;
     Ok(ArrowTable::new(batches))
@@ -222,7 +256,13 @@ pub fn to_python(py: Python<'_>, value: Value) -> PyResult<Py<PyAny>> {
             for (key, t) in map.tensors {
                 dict.set_item(key, tensor_to_python(py, t)?)?;
             }
-            dict.into_any().unbind()
+            let metadata = PyDict::new(py);
+            for (key, text) in map.metadata {
+                metadata.set_item(key, text)?;
+            }
+            helpers(py)?
+                .call_method1("tensor_map", (dict, metadata))?
+                .unbind()
         }
         Value::Arrow(table) => {
             let (batches, schema) = crate::arrow::from_host(table.export()).map_err(|e| {

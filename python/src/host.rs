@@ -20,7 +20,14 @@
 //! bundled `stowage/plugins/` (origin `bundled`).
 //! Decision: `serialize` returns `(blobs, meta)` where `meta` holds what
 //! `deserialize` needs: `obj_type`, `encoding`, `encoding_version`,
-//! `serializer`, `serializer_version`, `serializer_info`.
+//! `serializer`, `serializer_version`, `serializer_info`, plus
+//! `caller_type`. `deserialize` borrows the `bytes` it is given (immutable
+//! objects; the loaded value keeps them alive) instead of copying them.
+//! Decision: the Python type of a saved object goes to the record's
+//! optional `caller_type` key (`module.qualname[params]`, see
+//! `stowage/_convert.py`), not to `obj_type`: readers dispatch on the
+//! serializer's `obj_type` (the tensor plugin tells `tensor` from
+//! `tensor_map` by it), so that stays the plugin's word.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -32,7 +39,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use serde_json::json;
 use stowage::store::Listed;
-use stowage::{Answer, ArtifactMeta, Buffer, Host, HostOptions, Skipped};
+use stowage::{Answer, ArtifactMeta, Host, HostOptions, Skipped};
 
 use crate::convert::{to_python, to_value};
 use crate::errors::{to_py, PluginWarning};
@@ -83,10 +90,11 @@ impl PyHost {
         options: Options,
     ) -> PyResult<Py<PyAny>> {
         let value = to_value(obj)?;
+        let caller_type = type_name(obj)?;
         let options = options_vec(options);
         let host = &self.host;
         let saved = py
-            .detach(|| host.save(name, &value, &options))
+            .detach(|| host.save_typed(name, &value, &options, &caller_type))
             .map_err(to_py)?;
         drop(value);
         warn_skipped(py, &saved.skipped)?;
@@ -94,7 +102,8 @@ impl PyHost {
     }
 
     /// Stores every item with one durable commit, all or nothing; returns
-    /// the records in order.
+    /// the records in order (a `PluginWarning` per plugin skipped on the way,
+    /// as `save`).
     #[pyo3(signature = (items, options=None))]
     fn save_many(
         &self,
@@ -107,20 +116,24 @@ impl PyHost {
             let name: String = name
                 .extract()
                 .map_err(|_| PyTypeError::new_err("save_many keys must be str"))?;
-            values.push((name, to_value(&obj)?));
+            values.push((name, to_value(&obj)?, type_name(&obj)?));
         }
         let options = options_vec(options);
         let host = &self.host;
-        let records = py
+        let saved = py
             .detach(|| {
-                let refs: Vec<(&str, &stowage::Value)> =
-                    values.iter().map(|(n, v)| (n.as_str(), v)).collect();
-                host.save_many(&refs, &options)
+                let refs: Vec<(&str, &stowage::Value, Option<&str>)> = values
+                    .iter()
+                    .map(|(n, v, t)| (n.as_str(), v, Some(t.as_str())))
+                    .collect();
+                host.save_many_typed(&refs, &options)
             })
             .map_err(to_py)?;
+        drop(values);
         let list = PyList::empty(py);
-        for record in &records {
-            list.append(json_to_py(py, &record.to_json())?)?;
+        for one in &saved {
+            warn_skipped(py, &one.skipped)?;
+            list.append(json_to_py(py, &one.record.to_json())?)?;
         }
         Ok(list.into_any().unbind())
     }
@@ -275,6 +288,7 @@ impl PyHost {
         options: Options,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let value = to_value(obj)?;
+        let caller_type = type_name(obj)?;
         let options = options_vec(options);
         let host = &self.host;
         let s = py
@@ -301,6 +315,7 @@ impl PyHost {
                 "serializer": s.plugin,
                 "serializer_version": s.plugin_version,
                 "serializer_info": info,
+                "caller_type": caller_type,
             }),
         )?;
         PyTuple::new(py, [blobs.into_any(), meta.into_bound(py)])
@@ -316,8 +331,10 @@ impl PyHost {
         let mut buffers = Vec::with_capacity(blobs.len());
         for (name, bytes) in blobs.iter() {
             let name: String = name.extract()?;
-            let bytes: Vec<u8> = bytes.cast::<PyBytes>()?.as_bytes().to_vec();
-            buffers.push((name, Buffer::from_vec(bytes)));
+            buffers.push((
+                name,
+                crate::convert::borrow_bytes(bytes.cast_into::<PyBytes>()?),
+            ));
         }
         let field = |key: &str| -> PyResult<Bound<'_, PyAny>> {
             meta.get_item(key)?
@@ -360,6 +377,13 @@ impl PyHost {
         })
         .map_err(to_py)
     }
+}
+
+/// A saved object's Python type (`stowage._convert.type_name`).
+fn type_name(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    crate::convert::helpers(obj.py())?
+        .call_method1("type_name", (obj,))?
+        .extract()
 }
 
 /// `stowage/plugins/` beside the package, if the wheel carries it.

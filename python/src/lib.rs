@@ -11,7 +11,8 @@
 //! that hashes, reads, writes or enters a plugin (`Python::detach`).
 //!
 //! Decision: `unsafe` here is confined to `convert` (borrowing a numpy
-//! buffer, exposing a stored blob through the buffer protocol) and
+//! buffer or a `bytes` object, exposing a stored blob through the buffer
+//! protocol) and
 //! `arrow` (the C Data struct moves), each block under `// SAFETY:`.
 
 mod arrow;

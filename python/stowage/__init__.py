@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._convert import RawTensor
+from ._convert import RawTensor, TensorMap
 from ._stowage import (
     ConfigError,
     Error,
@@ -30,6 +30,9 @@ from ._stowage import (
     __version__,
 )
 
+# Named as the package exports them (records' caller_type, reprs).
+RawTensor.__module__ = TensorMap.__module__ = "stowage"
+
 __all__ = [
     "ClassSource",
     "ConfigError",
@@ -41,6 +44,7 @@ __all__ = [
     "PluginError",
     "PluginWarning",
     "RawTensor",
+    "TensorMap",
     "__version__",
 ]
 

@@ -5,15 +5,29 @@ Decisions:
   bfloat16/float8 arrays keep their names (BF16, F8_E4M3, F8_E5M2).
 - A big-endian array is converted once to little-endian and a
   non-contiguous one made C-contiguous once; everything else is borrowed.
+- A masked array is a ``TypeError`` (its mask would be silently dropped);
+  other ndarray subclasses store their data and load as plain arrays.
 - On load, dtypes numpy lacks come back as ``ml_dtypes`` arrays when that
   package imports, else as raw ``uint8``/``uint16`` :class:`RawTensor`
   arrays whose ``dtype_name`` says what they hold.
+- A numpy scalar is a number: one of a supported dtype stores as the plain
+  ``bool``/``int``/``float`` of ``.item()`` (narrow floats widen exactly);
+  an array, even 0-d, is a tensor.
+- A record's ``caller_type`` is :func:`type_name` of the saved object:
+  ``module.qualname`` of its type (``builtins.dict``, ``numpy.ndarray``),
+  with generic parameters where the object carries them — a ``typing``
+  generic instance made as ``Box[int](...)`` (``__orig_class__``) gives
+  ``mod.Box[int]``, a parametrized pydantic model's class is already named
+  ``Model[int]`` — and ``type[mod.Cls]`` for a class. Parameters are spelled
+  as ``typing`` spells them (``int``, ``list[str]``, ``mod.Cls``).
 """
 
 from __future__ import annotations
 
 import inspect
 import sys
+import types
+import typing
 from typing import Any
 
 import numpy as np
@@ -58,6 +72,11 @@ class RawTensor(np.ndarray):
 
 def prepare_array(array: np.ndarray) -> tuple[np.ndarray, str]:
     """The array to borrow (little-endian, C-contiguous) and its dtype name."""
+    if isinstance(array, np.ma.MaskedArray):
+        raise TypeError(
+            f"cannot store a numpy masked array ({type(array).__module__}.{type(array).__qualname__}): "
+            "its mask would be lost; save .data and .mask as two arrays"
+        )
     if isinstance(array, RawTensor) and array.dtype_name:
         name = array.dtype_name
     else:
@@ -72,6 +91,72 @@ def prepare_array(array: np.ndarray) -> tuple[np.ndarray, str]:
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
     return array, name
+
+
+def _type_repr(obj: Any) -> str:
+    """A generic parameter as ``typing`` spells it."""
+    if isinstance(obj, type) and not isinstance(obj, types.GenericAlias):
+        if obj.__module__ == "builtins":
+            return obj.__qualname__
+        return f"{obj.__module__}.{obj.__qualname__}"
+    if obj is Ellipsis:
+        return "..."
+    return repr(obj)
+
+
+def type_name(obj: Any) -> str:
+    """The Python type a record's ``caller_type`` names (module docs)."""
+    if isinstance(obj, type) and not isinstance(obj, types.GenericAlias):
+        return f"type[{obj.__module__}.{obj.__qualname__}]"
+    cls = type(obj)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    orig = getattr(obj, "__orig_class__", None)
+    if orig is not None and typing.get_origin(orig) is cls:
+        name += "[" + ", ".join(_type_repr(arg) for arg in typing.get_args(orig)) + "]"
+    return name
+
+
+def numpy_scalar(obj: Any) -> Any:
+    """The plain number a numpy scalar holds; ``None`` for anything else."""
+    if not isinstance(obj, np.generic):
+        return None
+    if _TO_SAFETENSORS.get(obj.dtype.name) is None:
+        raise TypeError(
+            f"cannot store a numpy scalar of dtype {obj.dtype.name} "
+            f"({type(obj).__module__}.{type(obj).__qualname__}); supported dtypes: {_SUPPORTED_DTYPES}"
+        )
+    if obj.dtype.kind == "f" or obj.dtype.kind == "V":
+        return float(obj)
+    return obj.item()
+
+
+class TensorMap(dict):  # type: ignore[type-arg]
+    """A loaded ``tensor_map``: ``dict[str, ndarray]`` plus the safetensors
+    ``__metadata__`` strings in :attr:`metadata`. Saving one writes them
+    back; a plain dict of arrays has none."""
+
+    metadata: dict[str, str]
+
+    def __init__(self, tensors: Any = (), metadata: dict[str, str] | None = None) -> None:
+        super().__init__(tensors)
+        self.metadata = dict(metadata or {})
+
+
+def tensor_map(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> TensorMap:
+    return TensorMap(tensors, metadata)
+
+
+def tensor_map_metadata(tensors: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``__metadata__`` pairs to save with a dict of arrays."""
+    metadata = getattr(tensors, "metadata", None) if isinstance(tensors, TensorMap) else None
+    if not metadata:
+        return []
+    pairs = []
+    for key, text in metadata.items():
+        if not isinstance(key, str) or not isinstance(text, str):
+            raise TypeError(f"TensorMap.metadata must map str to str, not {type(key).__name__} to {type(text).__name__}")
+        pairs.append((key, text))
+    return pairs
 
 
 def _ml_dtypes() -> Any:

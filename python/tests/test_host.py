@@ -22,7 +22,7 @@ import stowage
 def test_save_returns_the_inspect_record(host):
     record = host.save("a", [1, 2])
     assert record == host.inspect("a")
-    assert list(record) == ["name", "obj_type", "encoding", "encoding_version", "blobs", "written_by", "serializer_info", "created", "format_version"]
+    assert list(record) == ["name", "obj_type", "caller_type", "encoding", "encoding_version", "blobs", "written_by", "serializer_info", "created", "format_version"]
     assert record["serializer_info"] == {"source": "api"}
     assert [r["name"] for r in host.ls()] == ["a"]
 
@@ -292,6 +292,7 @@ def test_serialize_and_deserialize_need_no_store(tmp_path, monkeypatch):
         "serializer": "tensor",
         "serializer_version": "0.1.0",
         "serializer_info": {},
+        "caller_type": "numpy.ndarray",
     }
     assert list(blobs) == ["data"] and isinstance(blobs["data"], bytes)
     np.testing.assert_array_equal(h.deserialize(blobs, meta), array)

@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def python_example() -> str:
     text = README.read_text()
-    section = text.split("### From Python", 1)[1].split("\n## ", 1)[0]
+    section = text.split("### From Python", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 1, "the section has one python example"
     return blocks[0]

@@ -3,7 +3,7 @@
 //!
 //! Two JSON forms exist, built by hand on `serde_json::Value`:
 //! - [`Record::to_json`], the public form printed by `inspect --json` and
-//!   `ls --json`: `name, obj_type, encoding, encoding_version,
+//!   `ls --json`: `name, obj_type, [caller_type,] encoding, encoding_version,
 //!   blobs[{name, size, digest, storage}], written_by{serializer, version},
 //!   serializer_info{..}, created, format_version`;
 //! - the log form stored in `index.log`: the public form plus, for packed
@@ -87,6 +87,11 @@ pub struct RecordMeta {
     /// Free-form string pairs set by the serializer (and the host). Stored
     /// sorted by key with unique keys.
     pub serializer_info: Vec<(String, String)>,
+    /// The value's type as the saving caller's language names it (Python:
+    /// `module.qualname[params]`), beside the serializer's own `obj_type`,
+    /// which readers dispatch on. Optional key `caller_type`, written only
+    /// when set; v1 readers ignore it.
+    pub caller_type: Option<String>,
 }
 
 /// A record in the index log that this build cannot read (malformed, or of
@@ -192,6 +197,10 @@ impl Record {
         write_json_str(out, &self.name);
         out.extend_from_slice(b",\"obj_type\":");
         write_json_str(out, &m.obj_type);
+        if let Some(caller_type) = &m.caller_type {
+            out.extend_from_slice(b",\"caller_type\":");
+            write_json_str(out, caller_type);
+        }
         out.extend_from_slice(b",\"encoding\":");
         write_json_str(out, &m.encoding);
         write_json_uint(
@@ -270,6 +279,9 @@ impl Record {
         let mut m = Map::new();
         m.insert("name".into(), self.name.clone().into());
         m.insert("obj_type".into(), self.meta.obj_type.clone().into());
+        if let Some(caller_type) = &self.meta.caller_type {
+            m.insert("caller_type".into(), caller_type.clone().into());
+        }
         m.insert("encoding".into(), self.meta.encoding.clone().into());
         m.insert("encoding_version".into(), self.meta.encoding_version.into());
         m.insert("blobs".into(), Value::Array(blobs));
@@ -316,6 +328,7 @@ impl Record {
         }
         let mut name = None;
         let mut obj_type = None;
+        let mut caller_type = None;
         let mut encoding = None;
         let mut encoding_version = None;
         let mut blob_values = None;
@@ -326,6 +339,7 @@ impl Record {
             match key.as_str() {
                 "name" => name = Some(take_str(v, "name")?),
                 "obj_type" => obj_type = Some(take_str(v, "obj_type")?),
+                "caller_type" => caller_type = Some(take_str(v, "caller_type")?),
                 "encoding" => encoding = Some(take_str(v, "encoding")?),
                 "encoding_version" => encoding_version = Some(take_u32(&v, "encoding_version")?),
                 "blobs" => match v {
@@ -369,6 +383,7 @@ impl Record {
             serializer: serializer.ok_or_else(|| missing("written_by.serializer"))?,
             serializer_version: serializer_version.ok_or_else(|| missing("written_by.version"))?,
             serializer_info,
+            caller_type,
         };
         let blob_values = blob_values.ok_or_else(|| missing("blobs"))?;
         if blob_values.is_empty() {
@@ -768,6 +783,7 @@ mod tests {
                     ("a\u{1f}".into(), "\u{7f}".into()),
                     ("b".into(), String::new()),
                 ],
+                caller_type: Some("m.G[\"x\"]\n".into()),
             },
             blobs: vec![
                 BlobRecord {

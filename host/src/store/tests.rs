@@ -46,6 +46,7 @@ fn meta(obj_type: &str) -> RecordMeta {
         serializer: "fallback".into(),
         serializer_version: "0.1.0".into(),
         serializer_info: vec![("source".into(), "test".into())],
+        caller_type: None,
     }
 }
 

@@ -33,5 +33,7 @@ mod cli_io;
 mod python;
 // Process isolation: crashes and hangs contained in a runner (SPEC §14).
 mod isolation;
+// The Metaflow extension in real Metaflow (issue #16).
+mod metaflow;
 // House rules checked on the source tree.
 mod tidy;

@@ -6,8 +6,11 @@
 //!
 //! Rust → Python crossings are checked here too: an artifact saved through
 //! the Rust library is loaded by the pytest suite (`STOWAGE_TEST_RUST_STORE`).
+//! [`run_pytest`] is shared with the Metaflow extension's tests
+//! (`metaflow.rs`).
 
 use std::io::Write;
+use std::path::Path;
 use std::process::Command;
 
 use stowage::{Buffer, Tensor, Value};
@@ -65,20 +68,36 @@ fn pytest_suite_passes_without_failures_errors_or_skips() {
 
     let mut command = Command::new(python);
     command
+        .env("STOWAGE_TEST_BIN", &artifacts().stowage)
+        .env("STOWAGE_TEST_RUST_CONFIG", &config);
+    for (key, lib) in LIBS {
+        command.env(key, artifacts().lib(lib));
+    }
+    run_pytest(
+        command,
+        &dir,
+        &workspace_root().join("python/tests"),
+        "python/tests",
+    );
+}
+
+/// Runs pytest with `command` (the venv's Python and the suite's own
+/// variables) on `tests`, inside `dir`; prints pytest's summary line as
+/// `pytest (LABEL): …` and fails on any failure, error or skip.
+pub fn run_pytest(mut command: Command, dir: &TestDir, tests: &Path, label: &str) {
+    command
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEsxX"])
         // Inside the test directory, which the harness removes: pytest
         // would otherwise keep its last three runs under /tmp.
         .arg("--basetemp")
-        .arg(dir.root.join("pytest-tmp"))
-        .arg(workspace_root().join("python/tests"))
+        .arg(
+            dir.root
+                .join(format!("pytest-tmp-{}", label.replace('/', "-"))),
+        )
+        .arg(tests)
         .current_dir(&dir.root)
-        .env("STOWAGE_TEST_BIN", &artifacts().stowage)
-        .env("STOWAGE_TEST_RUST_CONFIG", &config)
         .env_remove("STOWAGE_CONFIG")
         .env_remove("STOWAGE_PLUGINS");
-    for (key, lib) in LIBS {
-        command.env(key, artifacts().lib(lib));
-    }
     let output = command.output().expect("pytest runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -89,7 +108,7 @@ fn pytest_suite_passes_without_failures_errors_or_skips() {
         .unwrap_or("(no summary line)");
     // Straight to stderr, past libtest's capture, so the count shows in a
     // plain `cargo test` run.
-    let _ = writeln!(std::io::stderr(), "pytest (python/tests): {summary}");
+    let _ = writeln!(std::io::stderr(), "pytest ({label}): {summary}");
     assert!(
         output.status.success(),
         "pytest failed:\n{stdout}\n{stderr}"
