@@ -60,7 +60,9 @@ fn save_batch(host: &stowage::Host, start: usize, count: usize) -> Duration {
     t.elapsed()
 }
 
-/// Runs the CLI once; returns its wall time and peak RSS in KiB.
+/// Runs the CLI once; returns its wall time and peak RSS in KiB. The child
+/// is reaped by `wait4` (which reports its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn cli(dir: &TestDir, args: &[&str]) -> (Duration, u64) {
     let start = Instant::now();
     let child = Command::new(&artifacts().stowage)

@@ -1090,7 +1090,7 @@ fn a_read_only_store_reads_and_refuses_every_write() {
     file.write_all(b"SLG1\xff\x00\x00\x00torn")
         .expect("torn tail");
     drop(file);
-    fs::remove_file(dir.path().join("format")).expect("marker");
+    let marker = fs::read(dir.path().join("format")).expect("marker");
     let stale_temp = dir.path().join("tmp").join("other-0.tmp");
     fs::write(&stale_temp, b"old").expect("temp");
     let len = fs::metadata(&log).expect("log").len();
@@ -1110,7 +1110,11 @@ fn a_read_only_store_reads_and_refuses_every_write() {
     }
     assert_eq!(fs::metadata(&log).expect("log").len(), len, "tail kept");
     assert!(stale_temp.exists(), "temp files kept");
-    assert!(!dir.path().join("format").exists(), "no marker written");
+    assert_eq!(
+        fs::read(dir.path().join("format")).expect("marker"),
+        marker,
+        "marker untouched"
+    );
 }
 
 #[test]
@@ -1130,23 +1134,13 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
         let store = DirStore::open(dir.path()).expect("open");
         assert_eq!(
             fs::read_to_string(&marker).expect("marker"),
-            "stowage-store 1\n"
+            "stowage-store 2\n"
         );
         save(&store, "a", &[("v", BlobLayout::Raw, b"a")]);
-    }
-    // A store from before markers: the first write adds it.
-    fs::remove_file(&marker).expect("remove marker");
-    {
-        let store = DirStore::open(dir.path()).expect("open");
-        assert!(!marker.exists(), "opening does not write it");
         save(&store, "b", &[("v", BlobLayout::Raw, b"b")]);
-        assert_eq!(
-            fs::read_to_string(&marker).expect("marker"),
-            "stowage-store 1\n"
-        );
     }
     // A newer format: readable, never written.
-    fs::write(&marker, "stowage-store 2\n").expect("newer marker");
+    fs::write(&marker, "stowage-store 3\n").expect("newer marker");
     let len = fs::metadata(dir.path().join("index.log"))
         .expect("log")
         .len();
@@ -1154,7 +1148,7 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
     assert!(store.is_read_only());
     assert_eq!(load(&store, "b"), vec![b"b".to_vec()]);
     let message = format!(
-        "store {} has format 2; this build writes format 1 — upgrade stowage",
+        "store {} has format 3; this build writes format 2 — upgrade stowage",
         store.dir().display()
     );
     assert_eq!(store.writer("c").expect_err("refused").to_string(), message);
@@ -1167,10 +1161,10 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
         len
     );
     // A writer that opened before the upgrade checks again under the lock.
-    fs::write(&marker, "stowage-store 1\n").expect("marker");
+    fs::write(&marker, "stowage-store 2\n").expect("marker");
     let early = DirStore::open(dir.path()).expect("open");
     let late = pending(&early, "late", &[("v", BlobLayout::Raw, b"x")]);
-    fs::write(&marker, "stowage-store 2\n").expect("upgrade");
+    fs::write(&marker, "stowage-store 3\n").expect("upgrade");
     let err = early.commit(vec![late]).expect_err("refused");
     assert_eq!(err.to_string(), message);
     fs::write(&marker, "garbage").expect("garbage marker");
