@@ -442,6 +442,32 @@ impl DirStore {
         }
     }
 
+    /// Sets the tail size (bytes of log) that triggers an automatic
+    /// compaction for this instance (default [`DEFAULT_COMPACT_BYTES`], or
+    /// `STOWAGE_STORE_COMPACT_BYTES`). Tests and tuning.
+    #[doc(hidden)]
+    pub fn set_compact_bytes(&self, bytes: u64) {
+        self.compact_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Compacts the whole index into one snapshot run now (what `gc` does
+    /// after collecting blobs). Under the writer lock.
+    pub fn compact_index(&self) -> Result<(), StoreError> {
+        let _locked = self.lock_for_write()?;
+        compact::compact(self, compact::Mode::Full)
+    }
+
+    /// The index's generation and its runs' file names, oldest first
+    /// (diagnostics and tests).
+    #[doc(hidden)]
+    pub fn index_files(&self) -> (u64, Vec<String>) {
+        let index = self.index_read();
+        (
+            index.generation,
+            index.runs.iter().map(|r| r.file.clone()).collect(),
+        )
+    }
+
     /// The store directory (canonical).
     pub fn dir(&self) -> &Path {
         &self.dir
