@@ -162,7 +162,7 @@ pub(super) fn maybe_compact(store: &DirStore) {
 /// Runs one compaction (see the module docs); the index is current (the
 /// caller holds the lock and has refreshed).
 pub(super) fn compact(store: &DirStore, mode: Mode) -> Result<(), StoreError> {
-    let (runs, tail, log, generation, tail_bytes) = {
+    let (runs, tail, log, generation, tail_bytes, tail_start) = {
         let index = store.index_read();
         if let Some(bad) = index.tail_has_unreadable() {
             return Err(StoreError::UnreadableRecords {
@@ -177,6 +177,7 @@ pub(super) fn compact(store: &DirStore, mode: Mode) -> Result<(), StoreError> {
             index.log.clone(),
             index.generation,
             index.tail_bytes(),
+            index.tail_start,
         )
     };
     if generation == 0 && mode != Mode::Upgrade {
@@ -196,12 +197,24 @@ pub(super) fn compact(store: &DirStore, mode: Mode) -> Result<(), StoreError> {
     let next = generation + 1;
     let file = snapshot::run_file(next, 0);
     let mut writer = RunWriter::create(&store.dir, &file, next)?;
+    // The tail's bodies in one sequential read (at most about the
+    // threshold), rather than one read per record.
+    let mut tail_buf = vec![0u8; usize::try_from(tail_bytes).unwrap_or(0)];
+    if !tail.is_empty() && !tail_buf.is_empty() {
+        index::read_exact_at_path(log.as_deref(), &mut tail_buf, tail_start)?;
+    }
     let mut items = 0usize;
     for (name, pick) in index::Merge::new(Some(&tail), std::sync::Arc::clone(&runs), first) {
         match pick {
             Pick::Tail(TailItem::At { at, len }) => {
-                let body = index::read_body(log.as_deref(), at, len)?;
-                writer.push(snapshot::PUT, name.as_bytes(), &body)?;
+                let from = usize::try_from(at.saturating_sub(tail_start)).unwrap_or(usize::MAX);
+                match tail_buf.get(from..from.saturating_add(len as usize)) {
+                    Some(body) => writer.push(snapshot::PUT, name.as_bytes(), body)?,
+                    None => {
+                        let body = index::read_body(log.as_deref(), at, len)?;
+                        writer.push(snapshot::PUT, name.as_bytes(), &body)?;
+                    }
+                }
             }
             Pick::Tail(TailItem::Parsed(record)) => {
                 writer.push(snapshot::PUT, name.as_bytes(), &snapshot::put_body(&record))?;
@@ -269,7 +282,10 @@ pub(super) fn finish_generation(store: &DirStore, generation: u64) -> Result<(),
             index::encode_frame2(&encode_entry(&entry).0)
         }
         .unwrap_or_default();
-        store.append_frame(&frame, false)?;
+        // No fsync: a seal lost in a crash is appended again by the
+        // recovery (the log is then older than the manifest), and readers
+        // of the old log only need to see it while the system is up.
+        store.append_frame_unsynced(&frame)?;
     }
     failpoint::hit("compact-after-seal");
     let temp = store.dir.join(format!("{LOG_FILE}.tmp"));

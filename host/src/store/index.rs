@@ -560,6 +560,18 @@ pub(crate) fn read_body(log: Option<&File>, at: u64, len: u32) -> Result<Vec<u8>
     Ok(body)
 }
 
+/// Fills `buf` from `log` at `at` (nothing without a log).
+pub(crate) fn read_exact_at_path(
+    log: Option<&File>,
+    buf: &mut [u8],
+    at: u64,
+) -> Result<(), StoreError> {
+    match log {
+        Some(log) => read_exact_at(log, buf, at).map_err(|e| StoreError::io(super::LOG_FILE, e)),
+        None => Ok(()),
+    }
+}
+
 /// Every live artifact in name order: `Ok` readable, `Err` unreadable.
 /// Owns its references (runs, log, a copy of the bounded tail), so it
 /// holds no lock and its memory does not grow with the store.
