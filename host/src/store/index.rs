@@ -1,19 +1,48 @@
-//! The index log (`index.log`) and the in-memory index replayed from it.
+//! The index log (`index.log`) and the index: snapshot runs (`snapshot.rs`)
+//! with the log tail replayed on top.
 //!
-//! The log is a sequence of frames, one per commit batch, removal or gc:
+//! The log is a sequence of frames, one per commit batch, removal, gc or
+//! generation change:
 //!
 //! ```text
-//! frame   = magic "SLG1" | len: u32 LE | check: first 8 bytes of blake3(payload)
-//!           | payload: `len` bytes of JSON | "\n"
-//! payload = {"put": [record…], "remove": [name…], "drop_packs": [pack number…]}
-//!           (empty arrays omitted; applied in the order remove, put, drop_packs)
+//! frame   = magic | len: u32 LE | check: first 8 bytes of blake3(payload)
+//!           | payload: `len` bytes | "\n"
+//! SLG1    payload = JSON {"put": [record…], "remove": [name…],
+//!           "drop_packs": [pack number…], "sealed": G}  (store format 1;
+//!           empty arrays omitted; applied in the order remove, put, drop_packs)
+//! SLG2    payload = binary items (store format 2, see `snapshot.rs`)
 //! ```
 //!
 //! Records use the log form of [`Record`](super::Record) (see `record.rs`).
 //!
+//! Decision (issue #17): the index of store format 2 is a compacted,
+//! memory-mapped, name-sorted snapshot (a few runs) plus the current log
+//! tail, replayed at open. Facts that decided it:
+//! - format 1 replayed the whole log at every open: at 100,001 records a
+//!   CLI `get` took 1.53 s and 145 MB (~15 µs and ~1.5 KB per record ever
+//!   written, removed and overwritten ones included);
+//! - LMDB (`heed`) in read-only mode still writes its lock file unless the
+//!   file system is read-only, so it fails the unprivileged-reader test;
+//!   `redb`'s multi-process access needs redb ≥ 4.5 (Rust 1.90); `rusqlite`
+//!   0.43 needs Rust 1.89 and SQLite WAL readers need the `-shm` file
+//!   writable; all three are new dependencies;
+//! - a mapped, sorted file needs no new dependency, no write access to read
+//!   (a reader only opens and maps), gives O(log n) lookups that touch a
+//!   handful of pages (memory independent of history), and keeps the log's
+//!   proven atomic-append, torn-tail and `flock` machinery for writes.
+//!
+//! So open = read the manifest, map its runs (O(1) in their size), replay
+//! the tail (bounded by the compaction threshold, `compact.rs`); lookup =
+//! the tail map, then each run newest first by binary search (O(log n)
+//! per run, O(log n) runs); listing = a merge of tail and runs in name
+//! order, streamed. Tail PUT items are indexed by name and log offset at
+//! replay without parsing their JSON; a record is parsed when it is read.
+//!
 //! Invariants:
 //! - A frame is appended with a single `write` and fsynced before the batch
-//!   is reported committed; frames are never rewritten.
+//!   is reported committed; frames are never rewritten. A compaction starts
+//!   a new log file (replacing `index.log` by rename) after sealing the old
+//!   one with a SEAL frame.
 //! - Readers without the store lock stop quietly at the first frame that is
 //!   incomplete or fails its checksum: it may be an append in progress.
 //! - Under the store lock nobody appends, so such a frame is a torn tail
@@ -23,22 +52,22 @@
 //!   follow. Anything else is [`StoreError::LogCorrupt`](super::StoreError::LogCorrupt): committed frames
 //!   after it are never dropped silently.
 //! - A frame that passes its checksum but holds an invalid record does not
-//!   block the store (SPEC §6): each record that does not parse becomes an
-//!   [`UnreadableRecord`] under its name (or a placeholder), replacing any
-//!   older record of that name exactly like a readable put would; a frame
-//!   whose JSON or shape is invalid becomes one placeholder entry
-//!   `.record-at-OFFSET` (its removals and pack drops cannot be known).
+//!   block the store (SPEC §6): a format-1 record that does not parse
+//!   becomes an [`UnreadableRecord`] under its name (or a placeholder),
+//!   replacing any older record of that name exactly like a readable put
+//!   would; a frame whose JSON or shape is invalid becomes one placeholder
+//!   entry `.record-at-OFFSET`. A format-2 record is unreadable when its
+//!   JSON does not parse as a record this build reads; its bytes are kept.
 //!
-//! Decision: within one frame, readable puts are applied before unreadable
-//! ones, so a name that appears twice in a frame stays unreadable if either
-//! copy is (conservative: gc keeps refusing).
-//! Decision: the in-memory index is a `BTreeMap` by name (sorted `list`,
-//! O(log n) `get`) plus a refcounted digest → pack-range map used to
-//! deduplicate small blobs; it only holds ranges referenced by live records,
-//! so a dedup hit always points at data that gc keeps.
-//! Decision: the log is not compacted; removed and replaced records stay in
-//! it. Compaction would need a log generation number so other processes
-//! notice the file being replaced under their read offsets.
+//! Decision: within one format-1 frame, readable puts are applied before
+//! unreadable ones, so a name that appears twice in a frame stays
+//! unreadable if either copy is (conservative: gc keeps refusing).
+//! Decision: the writer's small-blob dedup map holds the tail's packed
+//! ranges; runs carry a digest-sorted table of theirs. A hit may name a
+//! range whose record was removed since: it is used only if its pack file
+//! still exists (packs are append-only and never renumbered, and the
+//! commit holds the lock gc needs), after which the new record makes it
+//! live again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;

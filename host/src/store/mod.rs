@@ -12,9 +12,12 @@
 //!
 //! Rooms: `backend.rs` the seam, `handle.rs` the handle, `writer.rs`
 //! streaming blobs in, `commit.rs` making a batch visible, `blob.rs`
-//! reading blobs, `gc.rs` gc and verify, `index.rs` the log, `pack.rs`
-//! packs, `record.rs` records and name rules, `format.rs` the format
-//! marker, `sys.rs` the only `unsafe` primitives, `input.rs` `put`'s input.
+//! reading blobs, `gc.rs` gc and verify, `index.rs` the log and the index
+//! (design and the facts that chose it), `snapshot.rs` snapshot runs and
+//! the manifest, `compact.rs` generations (compaction, upgrade, recovery),
+//! `pack.rs` packs, `record.rs` records and name rules, `format.rs` the
+//! format marker, `sys.rs` the only `unsafe` primitives, `input.rs`
+//! `put`'s input.
 //!
 //! The rest of this file is the first backend, [`DirStore`]: one local
 //! directory.
@@ -22,9 +25,12 @@
 //! On-disk layout of a store directory:
 //!
 //! ```text
-//! format                    store format marker: "stowage-store 1\n"
-//! lock                      flock target: commits, removals, gc, open's recovery
-//! index.log                 append-only framed log of record batches (index.rs)
+//! format                    store format marker: "stowage-store 2\n"
+//! lock                      flock target: commits, removals, gc, compaction, open's recovery
+//! manifest                  the index generation G and its runs (snapshot.rs)
+//! index.G.K.run             a snapshot run: records sorted by name, mmapped
+//! index.log                 the log of generation G: HEADER G, then framed
+//!                           batches since the last compaction (index.rs)
 //! packs/00000001.pack       small blobs, appended at commit (pack.rs)
 //! blobs/ab/<digest>         a large raw blob, uncompressed, mappable
 //! blobs/ab/<digest>.zst     a large compressible blob, one zstd frame
@@ -41,11 +47,14 @@
 //! - One batch = one pack write + one pack fsync + one log append + one log
 //!   fsync (plus one fsync per large blob and per touched blob directory).
 //! - Concurrency: threads share a `DirStore` (`Send + Sync`); processes share the
-//!   directory. Commits, removals, gc and open's recovery hold an in-process
-//!   mutex plus an exclusive `flock` on `lock`, and first replay whatever
-//!   other processes appended to the log. Reads never lock: `get`/`list`
-//!   compare the log's length with the replayed offset (one `fstat`) and
-//!   replay the new frames; blob bytes are immutable once referenced.
+//!   directory. Commits, removals, gc, compactions and open's recovery hold
+//!   an in-process mutex plus an exclusive `flock` on `lock`, re-read the
+//!   manifest (finishing a compaction a crash interrupted) and first replay
+//!   whatever other processes appended to the log. Reads never lock:
+//!   `get`/`list` compare the log's length with the replayed offset (one
+//!   `fstat`) and replay the new frames; a sealed log makes them load the
+//!   next generation (`compact.rs` says why they never see a half state);
+//!   blob bytes and runs are immutable once referenced.
 //! - gc safety: blobs of a save that is not committed yet are either in
 //!   memory (small blobs, appended to a pack only under the lock) or in
 //!   `tmp/` (large blobs, renamed into `blobs/` only under the lock, right
@@ -99,10 +108,12 @@
 //! Store format marker: `format` holds `stowage-store N`, the layout version
 //! of the store itself (directories, log framing), distinct from each
 //! record's `format_version`. Decision: it is written (temp file, fsync,
-//! rename, directory fsync) when `open` creates a store, and for an older
-//! store without one by its first write operation, under the lock; opening
-//! alone never adds it. An absent marker means format 1 (stores made before
-//! markers, like `tests/fixtures/stores/format-v1`). A store whose marker
+//! rename, directory fsync) when `open` creates a store (format 2), and by
+//! the upgrade of a format-1 store, which the first write operation runs
+//! under the lock (`compact.rs`); opening alone never upgrades. An absent
+//! marker means format 1 (stores made before markers, like
+//! `tests/fixtures/stores/format-v1`). A read-only reader of a format-1
+//! store replays its whole log, as format-1 builds did. A store whose marker
 //! names a newer format (or is malformed) is opened read-only and every
 //! write fails with [`StoreError::NewerStoreFormat`]
 //! ([`StoreError::BadFormatMarker`]); every write re-reads the marker under
