@@ -13,6 +13,7 @@
 //! measured before the snapshot index (`SAVE_MANY_10K_BEFORE`). `--quick`
 //! (what CI runs) builds only the 10k store. Nothing here asserts a time.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,19 +61,20 @@ fn save_batch(host: &stowage::Host, start: usize, count: usize) -> Duration {
     t.elapsed()
 }
 
-/// Runs the CLI once; returns its wall time and peak RSS in KiB. The child
-/// is reaped by `wait4` (which reports its rusage), not `Child::wait`.
+/// Spawns `program args…` in `cwd`, reaps it with `wait4` and returns its
+/// wall time and `ru_maxrss` in KiB (not `Child::wait`: `wait4` also
+/// reports the rusage).
 #[allow(clippy::zombie_processes)]
-fn cli(dir: &TestDir, args: &[&str]) -> (Duration, u64) {
+fn spawn_measured(program: &Path, cwd: &Path, args: &[String]) -> (Duration, u64) {
     let start = Instant::now();
-    let child = Command::new(&artifacts().stowage)
-        .current_dir(&dir.root)
+    let child = Command::new(program)
+        .current_dir(cwd)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("stowage runs");
+        .expect("child runs");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
@@ -85,9 +87,47 @@ fn cli(dir: &TestDir, args: &[&str]) -> (Duration, u64) {
     assert_eq!(rc, pid, "wait4 failed");
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "stowage {args:?} failed: {status}"
+        "{} {args:?} failed: {status}",
+        program.display()
     );
     (elapsed, usage.ru_maxrss as u64)
+}
+
+/// Runs the CLI once; returns its wall time and peak RSS in KiB.
+///
+/// Decision: measured through a fresh, small copy of this bench
+/// (`--measure-child`), not spawned from here: Linux carries the parent's
+/// peak RSS into a child's `ru_maxrss` when a vforked child execs (what
+/// `Command` does), so a child of this process (hundreds of MB after
+/// building a 1M store) would report this process's peak. The helper's own
+/// few MB are the remaining upper bound. Wall time is the helper's view.
+fn cli(dir: &TestDir, args: &[&str]) -> (Duration, u64) {
+    let mut helper_args = vec![
+        "--measure-child".to_owned(),
+        artifacts().stowage.to_string_lossy().into_owned(),
+    ];
+    helper_args.extend(args.iter().map(|a| (*a).to_owned()));
+    let output = Command::new(std::env::current_exe().expect("bench binary"))
+        .current_dir(&dir.root)
+        .args(&helper_args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("helper runs");
+    assert!(output.status.success(), "measuring {args:?} failed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut fields = text.split_whitespace();
+    let micros: u64 = fields.next().and_then(|f| f.parse().ok()).expect("time");
+    let kib: u64 = fields.next().and_then(|f| f.parse().ok()).expect("rss");
+    (Duration::from_micros(micros), kib)
+}
+
+/// The `--measure-child PROGRAM ARGS…` mode: prints `MICROS KIB` of one run.
+fn measure_child(args: &[String]) {
+    let program = Path::new(&args[0]);
+    let cwd = std::env::current_dir().expect("cwd");
+    let (elapsed, kib) = spawn_measured(program, &cwd, &args[1..]);
+    println!("{} {kib}", elapsed.as_micros());
 }
 
 fn ms(d: Duration) -> f64 {
@@ -101,6 +141,7 @@ struct Row {
     get: Duration,
     get_rss_kib: u64,
     ls: Duration,
+    ls_rss_kib: u64,
     save_many: Duration,
 }
 
@@ -129,7 +170,7 @@ fn row(records: usize) -> Row {
         rss = rss.max(kib);
     }
     let get = bench::median(gets);
-    let (ls, _) = cli(&dir, &["ls", "--json"]);
+    let (ls, ls_rss_kib) = cli(&dir, &["ls", "--json"]);
     let host = dir.host();
     // Open the store first: the row times the batch, not the open.
     host.load(&name).expect("load");
@@ -141,11 +182,17 @@ fn row(records: usize) -> Row {
         get,
         get_rss_kib: rss,
         ls,
+        ls_rss_kib,
         save_many,
     }
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--measure-child") {
+        measure_child(&args[at + 1..]);
+        return;
+    }
     let quick = bench::start("stowage store-scale benchmark");
     // `--upto N` stops after the N-record row (for before/after runs).
     let args: Vec<String> = std::env::args().collect();
@@ -164,20 +211,28 @@ fn main() {
     // Build the CLI before any timing.
     let _ = artifacts();
     println!(
-        "{:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>10}  {:>11}",
-        "records", "build s", "open ms", "get ms", "get MiB", "ls-json ms", "save_many ms"
+        "{:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>10}  {:>11}  {:>12}",
+        "records",
+        "build s",
+        "open ms",
+        "get ms",
+        "get MiB",
+        "ls-json ms",
+        "ls-json MiB",
+        "save_many ms"
     );
     let mut rows = Vec::new();
     for &records in &sizes {
         let r = row(records);
         println!(
-            "{:>9}  {:>9.1}  {:>9.2}  {:>9.1}  {:>9.1}  {:>10.0}  {:>11.1}",
+            "{:>9}  {:>9.1}  {:>9.2}  {:>9.1}  {:>9.1}  {:>10.0}  {:>11.1}  {:>12.1}",
             r.records,
             r.build.as_secs_f64(),
             ms(r.open),
             ms(r.get),
             r.get_rss_kib as f64 / 1024.0,
             ms(r.ls),
+            r.ls_rss_kib as f64 / 1024.0,
             ms(r.save_many)
         );
         rows.push(r);

@@ -204,7 +204,8 @@ pub(super) fn compact(store: &DirStore, mode: Mode) -> Result<(), StoreError> {
         index::read_exact_at_path(log.as_deref(), &mut tail_buf, tail_start)?;
     }
     let mut items = 0usize;
-    for (name, pick) in index::Merge::new(Some(&tail), std::sync::Arc::clone(&runs), first) {
+    let mut merge = index::Merge::new(Some(&tail), std::sync::Arc::clone(&runs), first)?;
+    for (name, pick) in merge.by_ref() {
         match pick {
             Pick::Tail(TailItem::At { at, len }) => {
                 let from = usize::try_from(at.saturating_sub(tail_start)).unwrap_or(usize::MAX);
@@ -223,17 +224,18 @@ pub(super) fn compact(store: &DirStore, mode: Mode) -> Result<(), StoreError> {
                 writer.push(snapshot::REMOVE, name.as_bytes(), &[])?;
             }
             Pick::Tail(TailItem::Removed | TailItem::Unreadable(_)) => continue,
-            Pick::Run(r, i) => {
-                let Some(item) = runs[r].item(i) else {
-                    continue;
-                };
-                if item.kind == snapshot::REMOVE && first == 0 {
+            Pick::Run { kind, body, .. } => {
+                if kind == snapshot::REMOVE && first == 0 {
                     continue;
                 }
-                writer.push(item.kind, item.name, item.body)?;
+                writer.push(kind, name.as_bytes(), &body)?;
             }
         }
         items += 1;
+    }
+    if let Some(e) = merge.error.take() {
+        // A run could not be read whole: keep the old generation.
+        return Err(StoreError::io(store.dir.join(snapshot::MANIFEST_FILE), e));
     }
     writer.finish()?;
     failpoint::hit("compact-after-run");

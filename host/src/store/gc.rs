@@ -106,7 +106,7 @@ impl DirStore {
         let mut live_files: HashSet<(String, bool)> = HashSet::new();
         let mut live_ranges: BTreeMap<u64, BTreeSet<PackLoc>> = BTreeMap::new();
         let mut unreadable: Option<(usize, String)> = None;
-        let live = self.index_read().live();
+        let live = self.index_read().live()?;
         for item in live {
             let record = match item {
                 Ok(record) => record,
@@ -296,7 +296,7 @@ impl DirStore {
             }
         }
 
-        let live = self.index_read().live();
+        let live = self.index_read().live()?;
         let put = live
             .filter_map(Result::ok)
             .filter(|r| {

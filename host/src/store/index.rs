@@ -546,11 +546,11 @@ impl Index {
     }
 
     /// Every live record in name order, streamed (see [`Live`]).
-    pub(crate) fn live(&self) -> Live {
-        Live {
-            merge: Merge::new(Some(&self.tail), Arc::clone(&self.runs), 0),
+    pub(crate) fn live(&self) -> Result<Live, StoreError> {
+        Ok(Live {
+            merge: Merge::new(Some(&self.tail), Arc::clone(&self.runs), 0)?,
             log: self.log.clone(),
-        }
+        })
     }
 
     /// Whether the tail holds a record this build cannot read (format-1
@@ -625,12 +625,8 @@ impl Iterator for Live {
                         offset: 0,
                     }),
                 },
-                Pick::Run(r, i) => {
-                    let runs = self.merge.runs();
-                    match runs[r].item(i) {
-                        Some(item) => resolve_run_item(&name, &item, &runs[r]),
-                        None => continue,
-                    }
+                Pick::Run { run, kind, body } => {
+                    resolve_run_kind(&name, kind, &body, &self.merge.runs()[run])
                 }
             };
             match found {
@@ -644,8 +640,13 @@ impl Iterator for Live {
 
 /// What a run's item for `name` means.
 pub(crate) fn resolve_run_item(name: &str, item: &snapshot::ItemRef<'_>, run: &Run) -> Found {
-    match item.kind {
-        snapshot::PUT => parse_record(name, snapshot::put_json(item.body), 0),
+    resolve_run_kind(name, item.kind, item.body, run)
+}
+
+/// What a run's item of `kind` with `body` means for `name`.
+pub(crate) fn resolve_run_kind(name: &str, kind: u8, body: &[u8], run: &Run) -> Found {
+    match kind {
+        snapshot::PUT => parse_record(name, snapshot::put_json(body), 0),
         snapshot::REMOVE => Found::Missing,
         kind => Found::Unreadable(UnreadableRecord {
             name: name.to_owned(),
@@ -700,20 +701,32 @@ fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
 pub(crate) enum Pick {
     /// The tail's item.
     Tail(TailItem),
-    /// Item `.1` of run `.0`.
-    Run(usize, usize),
+    /// An item of run `run` (a PUT or a tombstone).
+    Run {
+        /// Index of the run in the merge's runs.
+        run: usize,
+        /// `snapshot::PUT` or `snapshot::REMOVE`.
+        kind: u8,
+        /// The item's body.
+        body: Vec<u8>,
+    },
 }
 
 /// Merges the tail and the runs in name order; for each name, the newest
 /// source wins (tail, then the newest run). Tombstones are yielded too.
-/// Holds its own references: constant memory beyond the (bounded) tail.
+/// Runs are read sequentially through small buffers (`snapshot::Cursor`),
+/// and the merge holds its own references: memory stays constant beyond
+/// the (bounded) tail, whatever the store's size.
 #[derive(Debug)]
 pub(crate) struct Merge {
     tail: std::iter::Peekable<std::vec::IntoIter<(String, TailItem)>>,
     runs: Arc<Vec<Run>>,
-    /// Runs merged: `first..runs.len()`.
+    /// Runs merged: `first..runs.len()`; their cursors and current heads.
     first: usize,
-    pos: Vec<usize>,
+    cursors: Vec<snapshot::Cursor>,
+    heads: Vec<Option<snapshot::OwnedItem>>,
+    /// The first read error; the merge stops there.
+    pub error: Option<std::io::Error>,
 }
 
 impl Merge {
@@ -722,17 +735,27 @@ impl Merge {
         tail: Option<&BTreeMap<String, TailItem>>,
         runs: Arc<Vec<Run>>,
         first: usize,
-    ) -> Merge {
+    ) -> Result<Merge, StoreError> {
         let tail: Vec<(String, TailItem)> = tail
             .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        let pos = vec![0; runs.len()];
-        Merge {
+        let mut cursors = Vec::new();
+        for run in runs.iter().skip(first) {
+            cursors.push(run.cursor().map_err(|e| StoreError::io(&run.file, e))?);
+        }
+        let mut merge = Merge {
             tail: tail.into_iter().peekable(),
             runs,
             first,
-            pos,
+            heads: Vec::with_capacity(cursors.len()),
+            cursors,
+            error: None,
+        };
+        for c in 0..merge.cursors.len() {
+            let head = merge.advance(c);
+            merge.heads.push(head);
         }
+        Ok(merge)
     }
 
     /// The runs this merge reads.
@@ -740,21 +763,15 @@ impl Merge {
         &self.runs
     }
 
-    fn run_head(&mut self, r: usize) -> Option<&[u8]> {
-        let run = &self.runs[r];
-        loop {
-            let i = self.pos[r];
-            if i >= run.len() {
-                return None;
+    fn advance(&mut self, c: usize) -> Option<snapshot::OwnedItem> {
+        match self.cursors[c].next_item() {
+            Ok(item) => item,
+            Err(e) => {
+                tracing::warn!(target: "stowage::store", run = %self.runs[self.first + c].file, error = %e, "cannot read a snapshot run");
+                self.error.get_or_insert(e);
+                None
             }
-            if run.item(i).is_some() {
-                break;
-            }
-            // A damaged slot: skip it rather than stop the listing.
-            tracing::warn!(target: "stowage::store", run = %run.file, item = i, "skipping a damaged snapshot item");
-            self.pos[r] += 1;
         }
-        self.runs[r].item(self.pos[r]).map(|item| item.name)
     }
 }
 
@@ -762,12 +779,13 @@ impl Iterator for Merge {
     type Item = (String, Pick);
 
     fn next(&mut self) -> Option<(String, Pick)> {
+        if self.error.is_some() {
+            return None;
+        }
         let mut min: Option<Vec<u8>> = self.tail.peek().map(|(k, _)| k.as_bytes().to_vec());
-        for r in self.first..self.runs.len() {
-            if let Some(name) = self.run_head(r) {
-                if min.as_deref().is_none_or(|m| name < m) {
-                    min = Some(name.to_vec());
-                }
+        for item in self.heads.iter().flatten() {
+            if min.as_deref().is_none_or(|m| item.name.as_slice() < m) {
+                min = Some(item.name.clone());
             }
         }
         let min = min?;
@@ -775,12 +793,19 @@ impl Iterator for Merge {
         if self.tail.peek().is_some_and(|(k, _)| k.as_bytes() == min) {
             pick = self.tail.next().map(|(_, item)| Pick::Tail(item));
         }
-        for r in (self.first..self.runs.len()).rev() {
-            if self.run_head(r) == Some(&min[..]) {
+        for c in (0..self.heads.len()).rev() {
+            if self.heads[c].as_ref().is_some_and(|h| h.name == min) {
+                let next = self.advance(c);
+                let head = std::mem::replace(&mut self.heads[c], next);
                 if pick.is_none() {
-                    pick = Some(Pick::Run(r, self.pos[r]));
+                    if let Some(head) = head {
+                        pick = Some(Pick::Run {
+                            run: self.first + c,
+                            kind: head.kind,
+                            body: head.body,
+                        });
+                    }
                 }
-                self.pos[r] += 1;
             }
         }
         let name = String::from_utf8_lossy(&min).into_owned();

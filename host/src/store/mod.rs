@@ -173,7 +173,7 @@ pub use writer::{
 
 use error::IoContext;
 use format::{read_format, FORMAT_FILE};
-use index::{Entry, Found, Index, Live, Tail};
+use index::{Entry, Found, Index, Tail};
 use pack::{PackCache, PackWriter};
 use snapshot::{read_manifest, Run};
 
@@ -522,9 +522,15 @@ impl DirStore {
     }
 
     /// See [`DirStore::iter`].
-    fn live(&self) -> Live {
+    fn live(&self) -> Box<dyn Iterator<Item = Result<Record, UnreadableRecord>> + Send> {
         self.refresh_or_warn();
-        self.index_read().live()
+        match self.index_read().live() {
+            Ok(live) => Box::new(live),
+            Err(e) => {
+                tracing::warn!(target: "stowage::store", error = %e, "cannot list the store");
+                Box::new(std::iter::empty())
+            }
+        }
     }
 
     /// All live, readable records, sorted by name ([`DirStore::listing`] adds
@@ -1066,7 +1072,9 @@ impl StoreBackend for DirStore {
     }
 
     fn records(&self) -> Result<Records<'_>, StoreError> {
-        Ok(Box::new(self.live()))
+        self.refresh_or_warn();
+        let live = self.index_read().live()?;
+        Ok(Box::new(live))
     }
 
     fn read_blob(

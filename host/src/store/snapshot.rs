@@ -219,6 +219,9 @@ pub(crate) fn put_json(body: &[u8]) -> &[u8] {
 pub(crate) struct Run {
     /// File name in the store directory.
     pub file: String,
+    /// The open file (kept: a compaction may unlink the name while this
+    /// generation is still being read).
+    handle: File,
     map: Mmap,
     count: usize,
     table_off: usize,
@@ -258,6 +261,7 @@ impl Run {
         }
         Ok(Run {
             file: file.to_owned(),
+            handle,
             map,
             count,
             table_off,
@@ -267,6 +271,7 @@ impl Run {
     }
 
     /// Number of items (records and tombstones).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.count
     }
@@ -274,6 +279,23 @@ impl Run {
     /// File size in bytes.
     pub(crate) fn bytes(&self) -> u64 {
         self.map.len() as u64
+    }
+
+    /// A sequential reader of the items in name order, through `pread`
+    /// and a 64 KiB buffer rather than the mapping, so a full scan (`ls`,
+    /// `verify`, compaction) does not make the whole run resident.
+    pub(crate) fn cursor(&self) -> io::Result<Cursor> {
+        Ok(Cursor {
+            reader: io::BufReader::with_capacity(
+                64 << 10,
+                AtReader {
+                    file: self.handle.try_clone()?,
+                    pos: RUN_HEADER as u64,
+                    end: self.table_off as u64,
+                },
+            ),
+            left: self.count,
+        })
     }
 
     /// Item `i` in name order; `None` if it is out of bounds or damaged.
@@ -318,6 +340,80 @@ impl Run {
             }
         }
         None
+    }
+}
+
+/// Reads a file region by positioned reads (no shared file offset).
+#[derive(Debug)]
+struct AtReader {
+    file: File,
+    pos: u64,
+    end: u64,
+}
+
+impl io::Read for AtReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = read_at(&self.file, &mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    file.read_at(buf, at)
+}
+
+#[cfg(not(unix))]
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    use std::io::{Read, Seek};
+    let mut f = file;
+    f.seek(SeekFrom::Start(at))?;
+    f.read(buf)
+}
+
+/// One item read by a [`Cursor`].
+#[derive(Debug, Clone)]
+pub(crate) struct OwnedItem {
+    pub kind: u8,
+    pub name: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+/// Sequential items of a run (see [`Run::cursor`]).
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    reader: io::BufReader<AtReader>,
+    left: usize,
+}
+
+impl Cursor {
+    /// The next item; `Ok(None)` at the end.
+    pub(crate) fn next_item(&mut self) -> io::Result<Option<OwnedItem>> {
+        use std::io::Read;
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let mut head = [0u8; ITEM_HEAD];
+        self.reader.read_exact(&mut head)?;
+        let name_len = u32_at(&head, 1).unwrap_or(0) as usize;
+        let body_len = u32_at(&head, 5).unwrap_or(0) as usize;
+        let mut name = vec![0u8; name_len];
+        self.reader.read_exact(&mut name)?;
+        let mut body = vec![0u8; body_len];
+        self.reader.read_exact(&mut body)?;
+        self.left -= 1;
+        Ok(Some(OwnedItem {
+            kind: head[0],
+            name,
+            body,
+        }))
     }
 }
 
