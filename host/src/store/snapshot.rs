@@ -404,6 +404,15 @@ impl Cursor {
         self.reader.read_exact(&mut head)?;
         let name_len = u32_at(&head, 1).unwrap_or(0) as usize;
         let body_len = u32_at(&head, 5).unwrap_or(0) as usize;
+        let inner = self.reader.get_ref();
+        let left = inner.end.saturating_sub(inner.pos) as usize + self.reader.buffer().len();
+        if name_len.saturating_add(body_len) > left {
+            // A damaged length: never allocate what the file cannot hold.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot item runs past the end of its run",
+            ));
+        }
         let mut name = vec![0u8; name_len];
         self.reader.read_exact(&mut name)?;
         let mut body = vec![0u8; body_len];
