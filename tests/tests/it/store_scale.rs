@@ -5,6 +5,14 @@
 //! user reading compacted and format-1 stores, and the checks an older
 //! build makes against an upgraded store.
 //!
+//! `tests/fixtures/stores/format-v1-history` is a format-1 store written
+//! with the CLI of commit a37ed22 (the last build before format 2) and
+//! never regenerated: `put a` (`{"v": 1, …}`), `put gone` (`[1, 2, 3]`),
+//! `put weights` (a 20,000-float safetensors file: a raw blob), `put keep`,
+//! `put a` again (`{"v": 2, "note": "a overwritten"}`), `rm gone`. Live:
+//! `a`, `keep` (packed) and `weights` (raw); its log also holds the
+//! overwritten `a`, the removed `gone` and the tombstone.
+//!
 //! Decision: the "older build" is faked rather than built from git history
 //! (a second full build would cost CI minutes): `format1_build_open`
 //! replays what a format-1 build does when it opens a store — it reads the
