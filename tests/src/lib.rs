@@ -542,18 +542,37 @@ pub fn append_log_frame(store_dir: &Path, payload: &serde_json::Value) {
 
 /// Every record put by the frames of `store_dir/index.log`, in log order
 /// (the log form, with pack locations), for building hand-edited records.
+/// Reads JSON frames (`SLG1`) and the binary frames of store format 2
+/// (`SLG2`: items `kind u8 | name_len u32 | body_len u32 | name | body`,
+/// a PUT body being `nlocs u16 | nlocs × 57 bytes | JSON`).
 pub fn log_records(store_dir: &Path) -> Vec<serde_json::Value> {
     let log = fs::read(store_dir.join("index.log")).expect("read index.log");
+    let u32_at = |b: &[u8], at: usize| {
+        u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")) as usize
+    };
     let mut records = Vec::new();
     let mut rest = log.as_slice();
     while rest.len() >= 16 {
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&rest[4..8]);
-        let len = u32::from_le_bytes(len) as usize;
-        let payload: serde_json::Value =
-            serde_json::from_slice(&rest[16..16 + len]).expect("frame payload is JSON");
-        if let Some(put) = payload["put"].as_array() {
-            records.extend(put.iter().cloned());
+        let len = u32_at(rest, 4);
+        let payload = &rest[16..16 + len];
+        if &rest[..4] == b"SLG2" {
+            let mut items = payload;
+            while !items.is_empty() {
+                let (name_len, body_len) = (u32_at(items, 1), u32_at(items, 5));
+                let body = &items[9 + name_len..9 + name_len + body_len];
+                if items[0] == 1 {
+                    let locs = u16::from_le_bytes([body[0], body[1]]) as usize;
+                    records
+                        .push(serde_json::from_slice(&body[2 + locs * 57..]).expect("record JSON"));
+                }
+                items = &items[9 + name_len + body_len..];
+            }
+        } else {
+            let payload: serde_json::Value =
+                serde_json::from_slice(payload).expect("frame payload is JSON");
+            if let Some(put) = payload["put"].as_array() {
+                records.extend(put.iter().cloned());
+            }
         }
         rest = &rest[16 + len + 1..];
     }

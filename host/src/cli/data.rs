@@ -24,7 +24,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use stowage::store::{open_input, Listed};
+use stowage::store::open_input;
 use stowage::text::escape_control;
 use stowage::{Host, Record, Value};
 
@@ -165,56 +165,80 @@ fn total_size(record: &Record) -> u64 {
     record.blobs.iter().map(|b| b.size).sum()
 }
 
-/// `stowage ls [--json]`.
+/// `stowage ls [--json]`: streams the store's records in name order to
+/// stdout, so memory does not grow with the store. The table makes two
+/// passes (the first only measures the name column).
 pub fn ls(host: &Host, json_output: bool) -> Result<()> {
-    let listing = host.store()?.listing();
+    let store = host.store()?;
+    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     if json_output {
-        let items: Vec<serde_json::Value> = listing
-            .iter()
-            .map(|listed| match listed {
-                Listed::Record(record) => record.to_json(),
-                Listed::Unreadable(bad) => {
-                    serde_json::json!({ "name": bad.name, "error": bad.reason })
+        // The same text as `{:#}` of the whole array: each element pretty
+        // printed and indented by two spaces.
+        let mut first = true;
+        for item in store.records()? {
+            let value = match item {
+                Ok(record) => record.to_json(),
+                Err(bad) => serde_json::json!({ "name": bad.name, "error": bad.reason }),
+            };
+            out.write_all(if first { b"[\n" } else { b",\n" })?;
+            first = false;
+            let text = format!("{value:#}");
+            for (i, line) in text.lines().enumerate() {
+                if i > 0 {
+                    out.write_all(b"\n")?;
                 }
-            })
-            .collect();
-        return print(&format!("{:#}\n", serde_json::Value::Array(items)));
+                out.write_all(b"  ")?;
+                out.write_all(line.as_bytes())?;
+            }
+        }
+        out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;
+        out.flush()?;
+        return Ok(());
     }
-    let names: Vec<_> = listing.iter().map(|l| escape_control(l.name())).collect();
-    let width = names
-        .iter()
-        .map(|n| n.chars().count())
+    let width = store
+        .records()?
+        .map(|item| {
+            let name = match &item {
+                Ok(record) => &record.name,
+                Err(bad) => &bad.name,
+            };
+            escape_control(name).chars().count()
+        })
         .max()
         .unwrap_or(4)
         .max(4);
-    let mut out = format!(
-        "{:width$}  {:12} {:22} {:>12}  {:20} CREATED\n",
+    writeln!(
+        out,
+        "{:width$}  {:12} {:22} {:>12}  {:20} CREATED",
         "NAME", "TYPE", "ENCODING", "BYTES", "WRITTEN BY"
-    );
-    for (listed, name) in listing.iter().zip(&names) {
-        let r = match listed {
-            Listed::Record(record) => record,
-            Listed::Unreadable(bad) => {
-                let _ = writeln!(
+    )?;
+    for item in store.records()? {
+        let r = match item {
+            Ok(record) => record,
+            Err(bad) => {
+                let name = escape_control(&bad.name);
+                writeln!(
                     out,
                     "{name:width$}  ! unreadable: {}",
                     escape_control(&bad.reason)
-                );
+                )?;
                 continue;
             }
         };
+        let name = escape_control(&r.name);
         let m = &r.meta;
-        let _ = writeln!(
+        writeln!(
             out,
             "{name:width$}  {:12} {:22} {:>12}  {:20} {}",
             escape_control(&m.obj_type),
             escape_control(&format!("{} v{}", m.encoding, m.encoding_version)),
-            total_size(r),
+            total_size(&r),
             escape_control(&format!("{} {}", m.serializer, m.serializer_version)),
             escape_control(&r.created)
-        );
+        )?;
     }
-    print(&out)
+    out.flush()?;
+    Ok(())
 }
 
 /// `stowage inspect NAME [--json]`. Every value is printed through

@@ -143,7 +143,7 @@ impl DirStore {
                 if matches!(blob.location, BlobLocation::Pack(_)) =>
             {
                 self.refresh(Tails::Ignore)?;
-                let moved = self.index_read().records.get(artifact).and_then(|r| {
+                let moved = self.lookup_record(artifact).and_then(|r| {
                     r.blobs
                         .iter()
                         .find(|b| {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::contract::Fixture;
 use super::index;
 use super::record::{BlobLocation, BlobRecord, Record, RECORD_FORMAT_VERSION};
-use super::{DirStore, ReadOnlyWhy, StoreBackend, StoreError, Tails};
+use super::{DirStore, ReadOnlyWhy, StoreBackend, StoreError};
 
 /// Scratch stores under the system temp dir, deleted on drop.
 #[derive(Default)]
@@ -103,19 +103,21 @@ impl DirStore {
     }
 
     /// Test hook: appends a log entry putting `record` (raw JSON, which
-    /// this build need not be able to read), under the lock.
+    /// this build need not be able to read), under the lock: a format-2
+    /// PUT item carrying the JSON as it is, as a newer build would write it.
     fn put_raw_record_for_test(&self, record: serde_json::Value) -> Result<(), StoreError> {
         let _locked = self.lock_for_write()?;
-        self.refresh(Tails::Truncate)?;
-        let payload = serde_json::to_vec(&serde_json::json!({ "put": [record] }))
+        let name = record["name"].as_str().unwrap_or_default().to_owned();
+        let json = serde_json::to_vec(&record)
             .map_err(|e| StoreError::io(&self.log_path, std::io::Error::other(e)))?;
-        let frame = index::encode_frame(&payload).ok_or(StoreError::EntryTooLarge {
+        let mut body = 0u16.to_le_bytes().to_vec();
+        body.extend_from_slice(&json);
+        let mut payload = Vec::new();
+        super::snapshot::push_item(&mut payload, super::snapshot::PUT, name.as_bytes(), &body);
+        let frame = index::encode_frame2(&payload).ok_or(StoreError::EntryTooLarge {
             bytes: payload.len(),
         })?;
-        let mut log = self.log_append()?;
-        log.write_all(&frame)
-            .and_then(|()| log.sync_data())
-            .map_err(|e| StoreError::io(&self.log_path, e))
+        self.append_frame(&frame, false).map(|_| ())
     }
 }
 

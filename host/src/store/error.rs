@@ -159,6 +159,16 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A snapshot run or the manifest of the index (store format 2) is
+    /// damaged: it is written whole and renamed into place, so a crash
+    /// cannot produce this.
+    #[error("store index file {} is damaged: {reason}", .path.display())]
+    IndexCorrupt {
+        /// The run or manifest file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// One commit batch would need an index entry above the 4 GiB frame
     /// limit.
     #[error("index entry of {bytes} bytes exceeds the 4 GiB frame limit; commit fewer artifacts per batch")]

@@ -19,6 +19,20 @@
 //! - `mid-index`: half of the index entry is written (a torn tail), then exit;
 //! - `after-index`: the whole entry is written, before its fsync.
 //!
+//! The index's generation change (`compact.rs`: automatic compaction,
+//! `gc`, and the format-1 upgrade), in order, listed in
+//! [`INDEX_FAILPOINTS`]:
+//! - `compact-after-run`: the new snapshot run is in place, before the
+//!   manifest names it;
+//! - `compact-after-manifest`: the manifest names the new generation,
+//!   before (upgrade) the marker or the old log's seal;
+//! - `upgrade-after-marker`: an upgrade wrote `stowage-store 2`, before the
+//!   old log's seal;
+//! - `compact-after-seal`: the old log is sealed, before the new log
+//!   replaces it;
+//! - `compact-after-log`: the new log is in place, before stale runs are
+//!   deleted.
+//!
 //! Two more names are not steps but injected faults, kept apart from
 //! [`FAILPOINTS`] (which lists only the save path):
 //! - `open-erofs` ([`OPEN_EROFS`]): [`DirStore::open`](super::DirStore::open)
@@ -53,6 +67,15 @@ pub const FAILPOINTS: &[&str] = &[
     "before-index",
     "mid-index",
     "after-index",
+];
+
+/// The index-generation failpoints, in order (see the module docs).
+pub const INDEX_FAILPOINTS: &[&str] = &[
+    "compact-after-run",
+    "compact-after-manifest",
+    "upgrade-after-marker",
+    "compact-after-seal",
+    "compact-after-log",
 ];
 
 /// Injected fault: `DirStore::open` acts as on a read-only file system.
@@ -97,13 +120,15 @@ pub(crate) fn parse(value: Option<&str>) -> Option<&'static str> {
     }
     let found = FAILPOINTS
         .iter()
+        .chain(INDEX_FAILPOINTS)
         .chain(INJECTIONS)
         .copied()
         .find(|name| *name == value);
     if found.is_none() {
         eprintln!(
-            "warning: {ENV_VAR}={value} names no failpoint; known: {}, {}",
+            "warning: {ENV_VAR}={value} names no failpoint; known: {}, {}, {}",
             FAILPOINTS.join(", "),
+            INDEX_FAILPOINTS.join(", "),
             INJECTIONS.join(", ")
         );
         tracing::warn!(target: "stowage::store", failpoint = value, "unknown failpoint name ignored");

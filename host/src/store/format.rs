@@ -14,8 +14,12 @@ pub(super) const FORMAT_FILE: &str = "format";
 const FORMAT_PREFIX: &str = "stowage-store ";
 
 /// The store format (directory layout and log framing) this build writes,
-/// recorded in the `format` marker as `stowage-store 1`.
-pub const STORE_FORMAT: u32 = 1;
+/// recorded in the `format` marker as `stowage-store 2`. Format 1: one
+/// `index.log` of JSON frames, replayed whole at open. Format 2 (issue
+/// #17): `manifest`, snapshot runs and a binary-framed log tail (see
+/// `snapshot.rs`, `compact.rs`). This build reads both and upgrades 1 to 2
+/// at the first write.
+pub const STORE_FORMAT: u32 = 2;
 
 /// The store format in `dir`'s marker; `None` if there is no marker (a
 /// store created before markers existed: format 1).

@@ -99,12 +99,23 @@ impl DirStore {
     pub fn gc_with_grace(&self, grace: Duration) -> Result<GcReport, StoreError> {
         let mut locked = self.lock_for_write()?;
         self.refresh(Tails::Truncate)?;
-        self.refuse_if_unreadable("gc")?;
         let mut report = GcReport::default();
 
+        // One streaming pass over every live record: what is referenced,
+        // and whether any record is unreadable (then nothing is deleted).
         let mut live_files: HashSet<(String, bool)> = HashSet::new();
         let mut live_ranges: BTreeMap<u64, BTreeSet<PackLoc>> = BTreeMap::new();
-        for record in self.index_read().records.values() {
+        let mut unreadable: Option<(usize, String)> = None;
+        let live = self.index_read().live()?;
+        for item in live {
+            let record = match item {
+                Ok(record) => record,
+                Err(bad) => {
+                    let slot = unreadable.get_or_insert((0, bad.name));
+                    slot.0 += 1;
+                    continue;
+                }
+            };
             for blob in &record.blobs {
                 match blob.location {
                     BlobLocation::File => {
@@ -120,6 +131,13 @@ impl DirStore {
                 }
             }
         }
+        if let Some((count, first)) = unreadable {
+            return Err(StoreError::UnreadableRecords {
+                operation: "gc",
+                count,
+                first,
+            });
+        }
 
         let (temps, temp_bytes) = self.clean_temp(grace)?;
         report.temp_files_removed = temps;
@@ -127,6 +145,8 @@ impl DirStore {
         self.sweep_blob_files(&live_files, &mut report)?;
         let limit = locked.state.pack_limit;
         self.sweep_packs(&mut locked.state.pack, limit, &live_ranges, &mut report)?;
+        // Removed and overwritten records leave the index too.
+        super::compact::compact(self, super::compact::Mode::Full)?;
         drop(locked);
         tracing::info!(
             target: "stowage::store",
@@ -223,8 +243,8 @@ impl DirStore {
         if dropped.is_empty() && compact.is_empty() {
             return Ok(());
         }
-        // Compaction re-commits records; it must know every record's blobs.
-        self.refuse_if_unreadable("pack compaction")?;
+        // Compaction re-commits records; it must know every record's blobs:
+        // the caller's pass found no unreadable record, under the same lock.
 
         // Copy the live ranges of packs to compact; skip any pack with an
         // unreadable range.
@@ -276,18 +296,16 @@ impl DirStore {
             }
         }
 
-        let put = self
-            .index_read()
-            .records
-            .values()
+        let live = self.index_read().live()?;
+        let put = live
+            .filter_map(Result::ok)
             .filter(|r| {
                 r.blobs.iter().any(|b| match b.location {
                     BlobLocation::Pack(loc) => relocated.contains_key(&loc),
                     _ => false,
                 })
             })
-            .map(|r| {
-                let mut r = r.clone();
+            .map(|mut r| {
                 for b in &mut r.blobs {
                     if let BlobLocation::Pack(loc) = b.location {
                         if let Some(new) = relocated.get(&loc) {
@@ -324,26 +342,13 @@ impl DirStore {
         Ok(())
     }
 
-    /// [`StoreError::UnreadableRecords`] if any live record is unreadable.
-    fn refuse_if_unreadable(&self, operation: &'static str) -> Result<(), StoreError> {
-        let index = self.index_read();
-        match index.unreadable.keys().next() {
-            None => Ok(()),
-            Some(first) => Err(StoreError::UnreadableRecords {
-                operation,
-                count: index.unreadable.len(),
-                first: first.clone(),
-            }),
-        }
-    }
-
     /// Re-hashes every blob of every live record and reports each bad or
     /// missing one; an unreadable record is one issue (with no blob).
     /// Errors only if the index itself cannot be read.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         self.refresh(Tails::Ignore)?;
         let mut report = VerifyReport::default();
-        for listed in self.listing() {
+        for listed in self.iter() {
             report.artifacts += 1;
             let record = match listed {
                 super::Listed::Record(record) => record,

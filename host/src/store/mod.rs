@@ -12,9 +12,12 @@
 //!
 //! Rooms: `backend.rs` the seam, `handle.rs` the handle, `writer.rs`
 //! streaming blobs in, `commit.rs` making a batch visible, `blob.rs`
-//! reading blobs, `gc.rs` gc and verify, `index.rs` the log, `pack.rs`
-//! packs, `record.rs` records and name rules, `format.rs` the format
-//! marker, `sys.rs` the only `unsafe` primitives, `input.rs` `put`'s input.
+//! reading blobs, `gc.rs` gc and verify, `index.rs` the log and the index
+//! (design and the facts that chose it), `snapshot.rs` snapshot runs and
+//! the manifest, `compact.rs` generations (compaction, upgrade, recovery),
+//! `pack.rs` packs, `record.rs` records and name rules, `format.rs` the
+//! format marker, `sys.rs` the only `unsafe` primitives, `input.rs`
+//! `put`'s input.
 //!
 //! The rest of this file is the first backend, [`DirStore`]: one local
 //! directory.
@@ -22,9 +25,12 @@
 //! On-disk layout of a store directory:
 //!
 //! ```text
-//! format                    store format marker: "stowage-store 1\n"
-//! lock                      flock target: commits, removals, gc, open's recovery
-//! index.log                 append-only framed log of record batches (index.rs)
+//! format                    store format marker: "stowage-store 2\n"
+//! lock                      flock target: commits, removals, gc, compaction, open's recovery
+//! manifest                  the index generation G and its runs (snapshot.rs)
+//! index.G.K.run             a snapshot run: records sorted by name, mmapped
+//! index.log                 the log of generation G: HEADER G, then framed
+//!                           batches since the last compaction (index.rs)
 //! packs/00000001.pack       small blobs, appended at commit (pack.rs)
 //! blobs/ab/<digest>         a large raw blob, uncompressed, mappable
 //! blobs/ab/<digest>.zst     a large compressible blob, one zstd frame
@@ -41,11 +47,14 @@
 //! - One batch = one pack write + one pack fsync + one log append + one log
 //!   fsync (plus one fsync per large blob and per touched blob directory).
 //! - Concurrency: threads share a `DirStore` (`Send + Sync`); processes share the
-//!   directory. Commits, removals, gc and open's recovery hold an in-process
-//!   mutex plus an exclusive `flock` on `lock`, and first replay whatever
-//!   other processes appended to the log. Reads never lock: `get`/`list`
-//!   compare the log's length with the replayed offset (one `fstat`) and
-//!   replay the new frames; blob bytes are immutable once referenced.
+//!   directory. Commits, removals, gc, compactions and open's recovery hold
+//!   an in-process mutex plus an exclusive `flock` on `lock`, re-read the
+//!   manifest (finishing a compaction a crash interrupted) and first replay
+//!   whatever other processes appended to the log. Reads never lock:
+//!   `get`/`list` compare the log's length with the replayed offset (one
+//!   `fstat`) and replay the new frames; a sealed log makes them load the
+//!   next generation (`compact.rs` says why they never see a half state);
+//!   blob bytes and runs are immutable once referenced.
 //! - gc safety: blobs of a save that is not committed yet are either in
 //!   memory (small blobs, appended to a pack only under the lock) or in
 //!   `tmp/` (large blobs, renamed into `blobs/` only under the lock, right
@@ -99,10 +108,12 @@
 //! Store format marker: `format` holds `stowage-store N`, the layout version
 //! of the store itself (directories, log framing), distinct from each
 //! record's `format_version`. Decision: it is written (temp file, fsync,
-//! rename, directory fsync) when `open` creates a store, and for an older
-//! store without one by its first write operation, under the lock; opening
-//! alone never adds it. An absent marker means format 1 (stores made before
-//! markers, like `tests/fixtures/stores/format-v1`). A store whose marker
+//! rename, directory fsync) when `open` creates a store (format 2), and by
+//! the upgrade of a format-1 store, which the first write operation runs
+//! under the lock (`compact.rs`); opening alone never upgrades. An absent
+//! marker means format 1 (stores made before markers, like
+//! `tests/fixtures/stores/format-v1`). A read-only reader of a format-1
+//! store replays its whole log, as format-1 builds did. A store whose marker
 //! names a newer format (or is malformed) is opened read-only and every
 //! write fails with [`StoreError::NewerStoreFormat`]
 //! ([`StoreError::BadFormatMarker`]); every write re-reads the marker under
@@ -113,6 +124,7 @@
 mod backend;
 mod blob;
 mod commit;
+mod compact;
 #[cfg(test)]
 pub(crate) mod contract;
 #[cfg(test)]
@@ -126,6 +138,7 @@ mod index;
 mod input;
 mod pack;
 mod record;
+mod snapshot;
 mod sys;
 mod writer;
 
@@ -141,6 +154,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use backend::{Records, StoreBackend};
 pub use blob::{BlobData, MappedBytes, Verify};
+pub use compact::{COMPACT_BYTES_VAR, DEFAULT_COMPACT_BYTES};
 pub use error::StoreError;
 pub use failpoint::FAILPOINTS;
 pub use format::STORE_FORMAT;
@@ -158,9 +172,10 @@ pub use writer::{
 };
 
 use error::IoContext;
-use format::{read_format, write_format, FORMAT_FILE};
-use index::{Entry, Index, Tail};
+use format::{read_format, FORMAT_FILE};
+use index::{Entry, Found, Index, Tail};
 use pack::{PackCache, PackWriter};
+use snapshot::{read_manifest, Run};
 
 const LOG_FILE: &str = "index.log";
 const LOCK_FILE: &str = "lock";
@@ -200,22 +215,22 @@ pub struct DirStore {
     /// `tmp/`, where writers spill large blobs.
     spool: Spool,
     log_path: PathBuf,
-    /// Read handle of the log, used only under the index write lock;
-    /// `None` for a read-only store without a log (an empty store).
-    log_read: Option<File>,
     /// Writable, or why not.
     mode: Mode,
     commit: Mutex<CommitState>,
     index: RwLock<Index>,
     packs: PackCache,
+    /// Tail bytes that trigger an automatic compaction (`compact.rs`).
+    compact_bytes: AtomicU64,
+    /// The items of the frame this instance just appended (absolute body
+    /// offsets), taken by `apply_appended` so a batch is encoded once.
+    appended: Mutex<Option<(u64, Vec<index::LogItem>)>>,
 }
 
 /// Whether this instance may write, and the handles it writes with.
 enum Mode {
     /// The store is writable.
     Writable {
-        /// Append handle of the log, used only under the store lock.
-        log_append: File,
         /// The `flock` target.
         lock_file: File,
     },
@@ -313,7 +328,6 @@ impl DirStore {
         }
         let log_path = dir.join(LOG_FILE);
         let mut created = !log_path.exists();
-        let fresh = created;
         for sub in [BLOBS_DIR, PACKS_DIR, TMP_DIR] {
             let path = dir.join(sub);
             if !path.is_dir() {
@@ -329,36 +343,25 @@ impl DirStore {
             .truncate(false)
             .open(&lock_path)
             .at(&lock_path)?;
-        let log_append = OpenOptions::new()
+        OpenOptions::new()
             .append(true)
             .create(true)
             .open(&log_path)
             .at(&log_path)?;
-        let log_read = File::open(&log_path).at(&log_path)?;
         if created {
             sync_dir(&dir)?;
         }
-        let store = DirStore::new(
-            dir,
-            log_path,
-            Some(log_read),
-            Mode::Writable {
-                log_append,
-                lock_file,
-            },
-        );
+        let store = DirStore::new(dir, log_path, Mode::Writable { lock_file });
         {
             let _locked = store.lock()?;
-            if fresh && read_format(&store.dir)?.is_none() {
-                write_format(&store.dir, &store.instance)?;
-            }
-            store.refresh(Tails::Truncate)?;
+            store.create_or_recover()?;
             store.clean_temp(DEFAULT_GC_GRACE)?;
         }
         tracing::debug!(
             target: "stowage::store",
             dir = %store.dir.display(),
-            records = store.index_read().records.len(),
+            generation = store.index_read().generation,
+            tail = store.index_read().tail.len(),
             "store opened"
         );
         Ok(store)
@@ -368,23 +371,19 @@ impl DirStore {
     fn open_read_only(dir: &Path, why: ReadOnlyWhy) -> Result<DirStore, StoreError> {
         let dir = dir.canonicalize().at(dir)?;
         let log_path = dir.join(LOG_FILE);
-        let log_read = match File::open(&log_path) {
-            Ok(file) => Some(file),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(StoreError::io(&log_path, e)),
-        };
-        let store = DirStore::new(dir, log_path, log_read, Mode::ReadOnly(why));
-        store.refresh(Tails::Report)?;
+        let store = DirStore::new(dir, log_path, Mode::ReadOnly(why));
+        store.reload(Tails::Report)?;
         tracing::debug!(
             target: "stowage::store",
             dir = %store.dir.display(),
-            records = store.index_read().records.len(),
+            generation = store.index_read().generation,
+            tail = store.index_read().tail.len(),
             "store opened read-only"
         );
         Ok(store)
     }
 
-    fn new(dir: PathBuf, log_path: PathBuf, log_read: Option<File>, mode: Mode) -> DirStore {
+    fn new(dir: PathBuf, log_path: PathBuf, mode: Mode) -> DirStore {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -394,13 +393,16 @@ impl DirStore {
             std::process::id(),
             INSTANCES.fetch_add(1, Ordering::Relaxed)
         );
+        let compact_bytes = std::env::var(COMPACT_BYTES_VAR)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(DEFAULT_COMPACT_BYTES);
         let dir = Arc::new(dir);
         DirStore {
             dir: Arc::clone(&dir),
             spool: Spool::new(dir.join(TMP_DIR), instance.clone(), Arc::clone(&dir)),
             instance,
             log_path,
-            log_read,
             mode,
             commit: Mutex::new(CommitState {
                 pack: None,
@@ -408,6 +410,8 @@ impl DirStore {
             }),
             index: RwLock::new(Index::default()),
             packs: PackCache::default(),
+            compact_bytes: AtomicU64::new(compact_bytes),
+            appended: Mutex::new(None),
         }
     }
 
@@ -424,13 +428,10 @@ impl DirStore {
         self.handles().map(|_| ())
     }
 
-    /// `(log_append, lock_file)` of a writable store.
-    fn handles(&self) -> Result<(&File, &File), StoreError> {
+    /// The lock file of a writable store.
+    fn handles(&self) -> Result<&File, StoreError> {
         match &self.mode {
-            Mode::Writable {
-                log_append,
-                lock_file,
-            } => Ok((log_append, lock_file)),
+            Mode::Writable { lock_file } => Ok(lock_file),
             Mode::ReadOnly(why) => Err(self.refusal(why.clone())),
         }
     }
@@ -452,6 +453,32 @@ impl DirStore {
         }
     }
 
+    /// Sets the tail size (bytes of log) that triggers an automatic
+    /// compaction for this instance (default [`DEFAULT_COMPACT_BYTES`], or
+    /// `STOWAGE_STORE_COMPACT_BYTES`). Tests and tuning.
+    #[doc(hidden)]
+    pub fn set_compact_bytes(&self, bytes: u64) {
+        self.compact_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Compacts the whole index into one snapshot run now (what `gc` does
+    /// after collecting blobs). Under the writer lock.
+    pub fn compact_index(&self) -> Result<(), StoreError> {
+        let _locked = self.lock_for_write()?;
+        compact::compact(self, compact::Mode::Full)
+    }
+
+    /// The index's generation and its runs' file names, oldest first
+    /// (diagnostics and tests).
+    #[doc(hidden)]
+    pub fn index_files(&self) -> (u64, Vec<String>) {
+        let index = self.index_read();
+        (
+            index.generation,
+            index.runs.iter().map(|r| r.file.clone()).collect(),
+        )
+    }
+
     /// The store directory (canonical).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -462,51 +489,66 @@ impl DirStore {
     /// build.
     pub fn get(&self, name: &str) -> Result<Record, StoreError> {
         self.refresh(Tails::Ignore)?;
-        let index = self.index_read();
-        if let Some(record) = index.records.get(name) {
-            return Ok(record.clone());
-        }
-        Err(match index.unreadable.get(name) {
-            Some(bad) => StoreError::Unreadable {
-                name: bad.name.clone(),
-                reason: bad.reason.clone(),
-            },
-            None => StoreError::NotFound {
+        match self.index_read().lookup(name)? {
+            Found::Record(record) => Ok(record),
+            Found::Unreadable(bad) => Err(StoreError::Unreadable {
+                name: bad.name,
+                reason: bad.reason,
+            }),
+            Found::Missing => Err(StoreError::NotFound {
                 name: name.to_owned(),
-            },
+            }),
+        }
+    }
+
+    /// The current readable record named `name`, if any (no refresh).
+    pub(super) fn lookup_record(&self, name: &str) -> Option<Record> {
+        match self.index_read().lookup(name) {
+            Ok(Found::Record(record)) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// Every live artifact, readable or not, in name order, streamed: the
+    /// runs are read through their mappings and tail records one at a time,
+    /// so memory does not grow with the store. If the log cannot be
+    /// replayed (see [`DirStore::get`]), the last good view is listed and
+    /// the error logged.
+    pub fn iter(&self) -> impl Iterator<Item = Listed> + '_ {
+        self.live().map(|item| match item {
+            Ok(record) => Listed::Record(record),
+            Err(bad) => Listed::Unreadable(bad),
         })
     }
 
-    /// All live, readable records, sorted by name ([`DirStore::listing`] adds
-    /// the unreadable ones). If the log cannot be replayed (see
-    /// [`DirStore::get`] for the error), the last good view is returned and
-    /// the error logged.
-    pub fn list(&self) -> Vec<Record> {
+    /// See [`DirStore::iter`].
+    fn live(&self) -> Box<dyn Iterator<Item = Result<Record, UnreadableRecord>> + Send> {
         self.refresh_or_warn();
-        self.index_read().records.values().cloned().collect()
+        match self.index_read().live() {
+            Ok(live) => Box::new(live),
+            Err(e) => {
+                tracing::warn!(target: "stowage::store", error = %e, "cannot list the store");
+                Box::new(std::iter::empty())
+            }
+        }
+    }
+
+    /// All live, readable records, sorted by name ([`DirStore::listing`] adds
+    /// the unreadable ones). Collects: prefer [`DirStore::iter`].
+    pub fn list(&self) -> Vec<Record> {
+        self.live().filter_map(Result::ok).collect()
     }
 
     /// Live records this build cannot read (malformed, or of a newer record
     /// format version), sorted by name.
     pub fn unreadable(&self) -> Vec<UnreadableRecord> {
-        self.refresh_or_warn();
-        self.index_read().unreadable.values().cloned().collect()
+        self.live().filter_map(Result::err).collect()
     }
 
     /// Every live artifact, readable or not, sorted by name (what `ls`
-    /// shows).
+    /// shows). Collects: prefer [`DirStore::iter`].
     pub fn listing(&self) -> Vec<Listed> {
-        self.refresh_or_warn();
-        let index = self.index_read();
-        let mut out: Vec<Listed> = index
-            .records
-            .values()
-            .cloned()
-            .map(Listed::Record)
-            .chain(index.unreadable.values().cloned().map(Listed::Unreadable))
-            .collect();
-        out.sort_by(|a, b| a.name().cmp(b.name()));
-        out
+        self.iter().collect()
     }
 
     fn refresh_or_warn(&self) {
@@ -534,17 +576,13 @@ impl DirStore {
     /// be removed too (that is how a user gives up on it).
     pub fn remove(&self, name: &str) -> Result<Listed, StoreError> {
         let _locked = self.lock_for_write()?;
-        self.refresh(Tails::Truncate)?;
-        let removed = {
-            let index = self.index_read();
-            match (index.records.get(name), index.unreadable.get(name)) {
-                (Some(record), _) => Listed::Record(record.clone()),
-                (None, Some(bad)) => Listed::Unreadable(bad.clone()),
-                (None, None) => {
-                    return Err(StoreError::NotFound {
-                        name: name.to_owned(),
-                    })
-                }
+        let removed = match self.index_read().lookup(name)? {
+            Found::Record(record) => Listed::Record(record),
+            Found::Unreadable(bad) => Listed::Unreadable(bad),
+            Found::Missing => {
+                return Err(StoreError::NotFound {
+                    name: name.to_owned(),
+                })
             }
         };
         let entry = Entry {
@@ -590,7 +628,7 @@ impl DirStore {
     /// Takes the in-process mutex and the `flock`; only a writable store
     /// has a lock.
     fn lock(&self) -> Result<Locked<'_>, StoreError> {
-        let (_, lock_file) = self.handles()?;
+        let lock_file = self.handles()?;
         let state = self.commit.lock().unwrap_or_else(PoisonError::into_inner);
         sys::lock_exclusive(lock_file).at(self.dir.join(LOCK_FILE))?;
         Ok(Locked {
@@ -599,38 +637,113 @@ impl DirStore {
         })
     }
 
-    /// [`DirStore::lock`] for a write: refuses a read-only store, and checks
-    /// the format marker under the lock (another process may have upgraded
-    /// the store since open), writing it if the store has none yet.
+    /// [`DirStore::lock`] for a write: refuses a read-only store, checks the
+    /// format marker under the lock (another process may have upgraded the
+    /// store since open), brings the index to the current generation
+    /// (finishing a compaction a crash interrupted), replays the log
+    /// (truncating a torn tail) and upgrades a format-1 store.
     fn lock_for_write(&self) -> Result<Locked<'_>, StoreError> {
         self.check_writable()?;
         let locked = self.lock()?;
-        match read_format(&self.dir)? {
-            None => write_format(&self.dir, &self.instance)?,
-            Some(found) if found <= u64::from(STORE_FORMAT) => {}
+        let format = match read_format(&self.dir)? {
+            None => 1,
+            Some(found) if found <= u64::from(STORE_FORMAT) => found,
             Some(found) => {
                 return Err(self.refusal(ReadOnlyWhy::NewerFormat(found)));
+            }
+        };
+        self.sync_generation(format)?;
+        self.refresh(Tails::Truncate)?;
+        if format < u64::from(STORE_FORMAT) {
+            let blocked = self.index_read().tail_has_unreadable().cloned();
+            match blocked {
+                None => {
+                    compact::compact(self, compact::Mode::Upgrade)?;
+                }
+                Some(bad) => tracing::info!(
+                    target: "stowage::store",
+                    record = %bad.name,
+                    "not upgrading a format-1 store while it holds an unreadable record"
+                ),
             }
         }
         Ok(locked)
     }
 
-    /// The append handle of the log; only under the store lock.
-    fn log_append(&self) -> Result<&File, StoreError> {
-        self.handles().map(|(log_append, _)| log_append)
+    /// Under the lock at open: makes a new (empty) store a format-2 store,
+    /// or finishes an interrupted compaction, then replays the log.
+    fn create_or_recover(&self) -> Result<(), StoreError> {
+        let format = read_format(&self.dir)?;
+        let log_len = fs::metadata(&self.log_path).at(&self.log_path)?.len();
+        if format.is_none() && log_len == 0 {
+            compact::create(self)?;
+        }
+        let format = read_format(&self.dir)?.unwrap_or(1);
+        self.reload(Tails::Truncate)?;
+        self.sync_generation(format)?;
+        self.refresh(Tails::Truncate)?;
+        if format >= 2 {
+            compact::remove_stale(self)?;
+        }
+        Ok(())
+    }
+
+    /// Under the lock: makes the in-memory index show the generation the
+    /// manifest names and the log file now at `index.log`, and finishes a
+    /// compaction that stopped after writing its manifest.
+    fn sync_generation(&self, format: u64) -> Result<(), StoreError> {
+        let generation = if format >= 2 {
+            match read_manifest(&self.dir)? {
+                Some(manifest) => manifest.generation,
+                None => {
+                    return Err(StoreError::IndexCorrupt {
+                        path: self.dir.join(snapshot::MANIFEST_FILE),
+                        reason: "missing in a format-2 store".into(),
+                    })
+                }
+            }
+        } else {
+            0
+        };
+        let path_id = fs::metadata(&self.log_path)
+            .map(|m| file_id(&m))
+            .at(&self.log_path)?;
+        let stale = {
+            let index = self.index_read();
+            index.generation != generation || index.log_id != path_id || index.log.is_none()
+        };
+        if stale {
+            self.reload(Tails::Truncate)?;
+        }
+        if self.index_read().log_gen < generation {
+            compact::finish_generation(self, generation)?;
+            self.reload(Tails::Truncate)?;
+        }
+        Ok(())
     }
 
     /// Replays log frames appended since the last replay, handling a bad
-    /// tail as `tails` says.
+    /// tail as `tails` says; reloads everything when the log was sealed
+    /// (a compaction started a new generation).
     fn refresh(&self, tails: Tails) -> Result<(), StoreError> {
-        let Some(log_read) = &self.log_read else {
+        let (log, offset, sealed) = {
+            let index = self.index_read();
+            (index.log.clone(), index.offset, index.sealed)
+        };
+        if sealed {
+            return self.reload(tails);
+        }
+        let Some(log) = log else {
             return Ok(()); // a read-only store without a log: empty
         };
-        let len = log_read.metadata().at(&self.log_path)?.len();
-        if self.index_read().offset == len {
+        let len = log.metadata().at(&self.log_path)?.len();
+        if offset == len {
             return Ok(());
         }
         let mut index = self.index_write();
+        if !index.log.as_ref().is_some_and(|l| Arc::ptr_eq(l, &log)) {
+            return Ok(()); // another thread reloaded meanwhile
+        }
         let offset = index.offset;
         if offset > len {
             return Err(StoreError::LogCorrupt {
@@ -640,35 +753,49 @@ impl DirStore {
             });
         }
         let mut buf = Vec::new();
-        let mut reader = log_read;
+        let mut reader: &File = &log;
         reader.seek(SeekFrom::Start(offset)).at(&self.log_path)?;
         reader.read_to_end(&mut buf).at(&self.log_path)?;
         let scan = index::scan(&buf, offset);
+        drop(buf);
         let mut dropped = Vec::new();
-        for entry in scan.entries {
-            dropped.extend(index.apply(entry));
+        for frame in scan.entries {
+            dropped.extend(index.apply(frame));
         }
         index.offset = scan.end;
+        let sealed = index.sealed;
         drop(index);
         self.packs.forget(&dropped);
-        match (tails, scan.tail) {
+        self.handle_tail(tails, scan.end, scan.tail)?;
+        if sealed {
+            return self.reload(tails);
+        }
+        Ok(())
+    }
+
+    /// Acts on what follows the last valid frame (see [`Tails`]).
+    fn handle_tail(&self, tails: Tails, end: u64, tail: Tail) -> Result<(), StoreError> {
+        match (tails, tail) {
             (Tails::Ignore, _) | (_, Tail::Clean) => {}
             (Tails::Truncate, Tail::Incomplete | Tail::BadFrame { torn: true, .. }) => {
                 tracing::warn!(
                     target: "stowage::store",
                     path = %self.log_path.display(),
-                    offset = scan.end,
+                    offset = end,
                     "dropping torn index tail"
                 );
-                let log_append = self.log_append()?;
-                log_append.set_len(scan.end).at(&self.log_path)?;
-                log_append.sync_data().at(&self.log_path)?;
+                let log = OpenOptions::new()
+                    .write(true)
+                    .open(&self.log_path)
+                    .at(&self.log_path)?;
+                log.set_len(end).at(&self.log_path)?;
+                log.sync_data().at(&self.log_path)?;
             }
             (Tails::Report, Tail::Incomplete | Tail::BadFrame { torn: true, .. }) => {
                 tracing::warn!(
                     target: "stowage::store",
                     path = %self.log_path.display(),
-                    offset = scan.end,
+                    offset = end,
                     "ignoring torn index tail (read-only store)"
                 );
             }
@@ -681,7 +808,7 @@ impl DirStore {
             ) => {
                 return Err(StoreError::LogCorrupt {
                     path: self.log_path.clone(),
-                    offset: scan.end,
+                    offset: end,
                     reason,
                 });
             }
@@ -689,23 +816,161 @@ impl DirStore {
         Ok(())
     }
 
+    /// Loads the index afresh: the format marker says whether there is a
+    /// manifest; the manifest names the runs (mapped); `index.log` is
+    /// replayed on top. A run deleted by a concurrent compaction between
+    /// reading the manifest and mapping it, or a log newer than the
+    /// manifest read, makes it start over (a compaction replaces the
+    /// manifest before the log, so this settles at once).
+    fn reload(&self, tails: Tails) -> Result<(), StoreError> {
+        let mut attempts = 0;
+        // A format-2 log without a format-2 marker (the marker was lost):
+        // the manifest is the only way to read it.
+        let mut force_manifest = false;
+        let (index, end, tail, dropped) = loop {
+            attempts += 1;
+            if attempts > 100 {
+                return Err(StoreError::IndexCorrupt {
+                    path: self.dir.join(snapshot::MANIFEST_FILE),
+                    reason: "the index kept changing while being opened".into(),
+                });
+            }
+            let format = match read_format(&self.dir) {
+                Ok(found) => found.unwrap_or(1),
+                Err(StoreError::BadFormatMarker { .. }) => 1,
+                Err(e) => return Err(e),
+            };
+            let manifest = if format >= 2 || force_manifest {
+                read_manifest(&self.dir)?
+            } else {
+                None
+            };
+            let (generation, files) = manifest.map(|m| (m.generation, m.runs)).unwrap_or_default();
+            let mut runs = Vec::with_capacity(files.len());
+            let mut gone = false;
+            for file in &files {
+                match Run::open(&self.dir, file) {
+                    Ok(run) => runs.push(run),
+                    Err(StoreError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        gone = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if gone {
+                continue;
+            }
+            let log = match File::open(&self.log_path) {
+                Ok(file) => Some(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(StoreError::io(&self.log_path, e)),
+            };
+            let mut index = Index {
+                runs: Arc::new(runs),
+                generation,
+                packs_dir: self.dir.join(PACKS_DIR),
+                ..Index::default()
+            };
+            let Some(log) = log else {
+                break (index, 0, Tail::Clean, Vec::new());
+            };
+            index.log_id = file_id(&log.metadata().at(&self.log_path)?);
+            let mut buf = Vec::new();
+            (&log).read_to_end(&mut buf).at(&self.log_path)?;
+            let scan = index::scan(&buf, 0);
+            drop(buf);
+            let mut frames = scan.entries.into_iter().peekable();
+            if let Some(index::Frame::V2(items)) = frames.peek() {
+                if let Some(first) = items.first().filter(|i| i.kind == snapshot::HEADER) {
+                    index.log_gen = first.value;
+                }
+            }
+            if index.log_gen > generation {
+                force_manifest = true;
+                continue; // the manifest was replaced after we read it
+            }
+            index.skip = index.log_gen < generation;
+            index.log = Some(Arc::new(log));
+            let mut dropped = Vec::new();
+            let mut first = true;
+            let mut at = 0;
+            for frame in frames {
+                if first && index.log_gen > 0 {
+                    first = false;
+                    at = header_frame_len();
+                    index.apply(frame);
+                    continue;
+                }
+                first = false;
+                dropped.extend(index.apply(frame));
+            }
+            index.tail_start = at;
+            index.offset = scan.end;
+            break (index, scan.end, scan.tail, dropped);
+        };
+        *self.index_write() = index;
+        self.packs.forget(&dropped);
+        self.handle_tail(tails, end, tail)
+    }
+
     /// Appends one frame (one write) and fsyncs it; returns its offset and
-    /// length. Must be called under the store lock right after
-    /// `refresh(Tails::Truncate)`. Save-path failpoints fire only if `failpoints`.
+    /// length. Must be called under the store lock (after
+    /// [`DirStore::lock_for_write`]). A format-2 store gets a binary frame,
+    /// a format-1 store (not upgraded: it holds an unreadable record) a
+    /// JSON one. Save-path failpoints fire only if `failpoints`.
     fn append_entry(&self, entry: &Entry, failpoints: bool) -> Result<(u64, u64), StoreError> {
-        let payload = entry.to_payload();
-        let frame = index::encode_frame(&payload).ok_or(StoreError::EntryTooLarge {
+        let v2 = self.index_read().generation > 0;
+        let (payload, items) = if v2 {
+            let (payload, items) = compact::encode_entry(entry);
+            (payload, Some(items))
+        } else {
+            (entry.to_payload(), None)
+        };
+        let frame = if v2 {
+            index::encode_frame2(&payload)
+        } else {
+            index::encode_frame(&payload)
+        }
+        .ok_or(StoreError::EntryTooLarge {
             bytes: payload.len(),
         })?;
-        let log_append = self.log_append()?;
+        drop(payload);
+        let (at, len) = self.append_frame(&frame, failpoints)?;
+        if let Some(mut items) = items {
+            for item in &mut items {
+                item.body_at += at + index::HEADER_LEN as u64;
+            }
+            *self.appended.lock().unwrap_or_else(PoisonError::into_inner) = Some((at, items));
+        }
+        Ok((at, len))
+    }
+
+    /// Appends framed bytes to the log without an fsync (the seal).
+    fn append_frame_unsynced(&self, frame: &[u8]) -> Result<(), StoreError> {
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .at(&self.log_path)?;
+        log.write_all(frame).at(&self.log_path)
+    }
+
+    /// Appends framed bytes to the log at `index.log` and fsyncs them.
+    fn append_frame(&self, frame: &[u8], failpoints: bool) -> Result<(u64, u64), StoreError> {
+        let log_append = OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .at(&self.log_path)?;
         let at = log_append.metadata().at(&self.log_path)?.len();
-        let mut log = log_append;
+        let mut log = &log_append;
         let written = (|| {
             if failpoints && failpoint::is_armed("mid-index") {
                 log.write_all(&frame[..frame.len() / 2])?;
                 failpoint::hit("mid-index");
             }
-            log.write_all(&frame)
+            log.write_all(frame)
         })();
         if let Err(e) = written {
             // Best effort: do not leave a torn tail behind a failed append.
@@ -720,17 +985,29 @@ impl DirStore {
     }
 
     /// Applies an entry this instance appended at `at`, unless a concurrent
-    /// `refresh` already replayed it from the file.
+    /// `refresh` already replayed it from the file; then compacts if the
+    /// tail has grown past the threshold. Under the store lock.
     fn apply_appended(&self, at: u64, len: u64, entry: Entry) {
         let mut index = self.index_write();
         if index.offset == at {
-            let dropped = index.apply(entry);
+            let appended = self
+                .appended
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let frame = match appended {
+                Some((pos, items)) if pos == at => index::Frame::V2(items),
+                _ => index::Frame::V1(entry),
+            };
+            let dropped = index.apply(frame);
             index.offset = at + len;
             drop(index);
             self.packs.forget(&dropped);
+        } else {
+            drop(index);
         }
+        compact::maybe_compact(self);
     }
-
     /// Deletes other instances' temp files older than `grace`; returns how
     /// many and their bytes.
     fn clean_temp(&self, grace: std::time::Duration) -> Result<(usize, u64), StoreError> {
@@ -795,12 +1072,9 @@ impl StoreBackend for DirStore {
     }
 
     fn records(&self) -> Result<Records<'_>, StoreError> {
-        Ok(Box::new(self.listing().into_iter().map(
-            |listed| match listed {
-                Listed::Record(record) => Ok(record),
-                Listed::Unreadable(bad) => Err(bad),
-            },
-        )))
+        self.refresh_or_warn();
+        let live = self.index_read().live()?;
+        Ok(Box::new(live))
     }
 
     fn read_blob(
@@ -843,6 +1117,28 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     crate::fs::sync_dir(dir).at(dir)
 }
 
+/// The identity of a file (its inode on Unix), to notice `index.log` being
+/// replaced by a compaction.
+#[cfg(unix)]
+fn file_id(meta: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.ino()
+}
+
+/// Elsewhere: creation time in nanoseconds, or 0.
+#[cfg(not(unix))]
+fn file_id(meta: &fs::Metadata) -> u64 {
+    meta.created()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Length of the HEADER frame that starts a format-2 log.
+fn header_frame_len() -> u64 {
+    compact::header_frame(0).len() as u64
+}
+
 /// How [`DirStore::refresh`] treats what follows the last valid frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tails {
@@ -873,8 +1169,12 @@ fn is_denied(e: &StoreError) -> bool {
 pub fn fuzz_replay_log(bytes: &[u8]) -> Result<usize, StoreError> {
     let scan = index::scan(bytes, 0);
     let mut index = Index::default();
-    for entry in scan.entries {
-        index.apply(entry);
+    for frame in scan.entries {
+        index.apply(frame);
     }
-    Ok(index.records.len() + index.unreadable.len())
+    Ok(index
+        .tail
+        .values()
+        .filter(|item| !matches!(item, index::TailItem::Removed))
+        .count())
 }

@@ -1091,7 +1091,7 @@ fn a_read_only_store_reads_and_refuses_every_write() {
     file.write_all(b"SLG1\xff\x00\x00\x00torn")
         .expect("torn tail");
     drop(file);
-    fs::remove_file(dir.path().join("format")).expect("marker");
+    let marker = fs::read(dir.path().join("format")).expect("marker");
     let stale_temp = dir.path().join("tmp").join("other-0.tmp");
     fs::write(&stale_temp, b"old").expect("temp");
     let len = fs::metadata(&log).expect("log").len();
@@ -1111,7 +1111,11 @@ fn a_read_only_store_reads_and_refuses_every_write() {
     }
     assert_eq!(fs::metadata(&log).expect("log").len(), len, "tail kept");
     assert!(stale_temp.exists(), "temp files kept");
-    assert!(!dir.path().join("format").exists(), "no marker written");
+    assert_eq!(
+        fs::read(dir.path().join("format")).expect("marker"),
+        marker,
+        "marker untouched"
+    );
 }
 
 #[test]
@@ -1131,23 +1135,13 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
         let store = DirStore::open(dir.path()).expect("open");
         assert_eq!(
             fs::read_to_string(&marker).expect("marker"),
-            "stowage-store 1\n"
+            "stowage-store 2\n"
         );
         save(&store, "a", &[("v", BlobLayout::Raw, b"a")]);
-    }
-    // A store from before markers: the first write adds it.
-    fs::remove_file(&marker).expect("remove marker");
-    {
-        let store = DirStore::open(dir.path()).expect("open");
-        assert!(!marker.exists(), "opening does not write it");
         save(&store, "b", &[("v", BlobLayout::Raw, b"b")]);
-        assert_eq!(
-            fs::read_to_string(&marker).expect("marker"),
-            "stowage-store 1\n"
-        );
     }
     // A newer format: readable, never written.
-    fs::write(&marker, "stowage-store 2\n").expect("newer marker");
+    fs::write(&marker, "stowage-store 3\n").expect("newer marker");
     let len = fs::metadata(dir.path().join("index.log"))
         .expect("log")
         .len();
@@ -1155,7 +1149,7 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
     assert!(store.is_read_only());
     assert_eq!(load(&store, "b"), vec![b"b".to_vec()]);
     let message = format!(
-        "store {} has format 2; this build writes format 1 — upgrade stowage",
+        "store {} has format 3; this build writes format 2 — upgrade stowage",
         store.dir().display()
     );
     assert_eq!(store.writer("c").expect_err("refused").to_string(), message);
@@ -1168,10 +1162,10 @@ fn the_format_marker_is_written_once_and_a_newer_one_refuses_writes() {
         len
     );
     // A writer that opened before the upgrade checks again under the lock.
-    fs::write(&marker, "stowage-store 1\n").expect("marker");
+    fs::write(&marker, "stowage-store 2\n").expect("marker");
     let early = DirStore::open(dir.path()).expect("open");
     let late = pending(&early, "late", &[("v", BlobLayout::Raw, b"x")]);
-    fs::write(&marker, "stowage-store 2\n").expect("upgrade");
+    fs::write(&marker, "stowage-store 3\n").expect("upgrade");
     let err = early.commit(vec![late]).expect_err("refused");
     assert_eq!(err.to_string(), message);
     fs::write(&marker, "garbage").expect("garbage marker");
@@ -1546,4 +1540,211 @@ fn every_failpoint_leaves_the_old_or_the_new_artifact() {
         save_version(&store, 3);
         assert_eq!(load(&store, "a")[1], [3; 100], "{name}");
     }
+}
+
+// ---- store format 2: snapshot runs, compaction, upgrade (issue #17) ----
+
+/// The fixture store of format 1 with history (`tests/fixtures/stores`).
+fn format1_fixture(dir: &TestDir) -> PathBuf {
+    let from =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/stores/format-v1-history");
+    let to = dir.path().join("store");
+    copy_tree(&from, &to);
+    to
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from).expect("read fixture") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+fn names(store: &DirStore) -> Vec<String> {
+    store.iter().map(|l| l.name().to_owned()).collect()
+}
+
+#[test]
+fn compaction_keeps_live_records_and_drops_removed_and_overwritten_ones() {
+    let dir = TestDir::new("compact");
+    let store = DirStore::open(dir.path()).expect("open");
+    store.set_compact_bytes(4096);
+    let mut expected = std::collections::BTreeMap::new();
+    for round in 0..6u8 {
+        let batch: Vec<PendingArtifact> = (0..40u8)
+            .map(|i| {
+                let name = format!("r{:02}", (usize::from(i) * 7 + usize::from(round) * 3) % 60);
+                expected.insert(name.clone(), vec![round, i]);
+                pending(&store, &name, &[("v", BlobLayout::Raw, &[round, i])])
+            })
+            .collect();
+        store.commit(batch).expect("commit");
+        let gone = format!("r{:02}", usize::from(round) * 9 % 60);
+        if expected.remove(&gone).is_some() {
+            store.remove(&gone).expect("remove");
+        }
+    }
+    let (generation, runs) = store.index_files();
+    assert!(
+        generation > 1 && !runs.is_empty(),
+        "compacted: {generation} {runs:?}"
+    );
+    assert!(runs.len() <= 4, "run sizes double: {runs:?}");
+    let check = |store: &DirStore| {
+        assert_eq!(names(store), expected.keys().cloned().collect::<Vec<_>>());
+        for (name, data) in &expected {
+            assert_eq!(&load(store, name), &vec![data.clone()], "{name}");
+        }
+        assert!(store.get("r99").expect_err("absent").is_not_found());
+        assert!(store.verify().expect("verify").is_ok());
+    };
+    check(&store);
+    let reopened = DirStore::open(dir.path()).expect("reopen");
+    check(&reopened);
+    store.gc_with_grace(Duration::ZERO).expect("gc");
+    let (_, runs) = store.index_files();
+    assert_eq!(runs.len(), 1, "gc merges everything: {runs:?}");
+    check(&store);
+    check(&reopened);
+    let log = fs::metadata(dir.path().join("index.log"))
+        .expect("log")
+        .len();
+    assert_eq!(
+        log,
+        header_frame_len(),
+        "the new generation's log holds only its header"
+    );
+    let run_files = fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| snapshot::is_run_file(&e.file_name().to_string_lossy()))
+        .count();
+    assert_eq!(run_files, 1, "stale runs deleted");
+}
+
+#[test]
+fn a_reader_opened_before_a_compaction_follows_it() {
+    let dir = TestDir::new("follow");
+    let writer = DirStore::open(dir.path()).expect("open");
+    let reader = DirStore::open_read_only(dir.path(), ReadOnlyWhy::Denied).expect("reader");
+    save(&writer, "a", &[("v", BlobLayout::Raw, b"1")]);
+    assert_eq!(load(&reader, "a"), vec![b"1".to_vec()]);
+    writer.compact_index().expect("compact");
+    save(&writer, "b", &[("v", BlobLayout::Raw, b"2")]);
+    writer.remove("a").expect("remove");
+    writer.compact_index().expect("compact again");
+    save(&writer, "c", &[("v", BlobLayout::Raw, b"3")]);
+    assert_eq!(names(&reader), ["b", "c"]);
+    assert!(reader.get("a").expect_err("removed").is_not_found());
+    assert_eq!(load(&reader, "c"), vec![b"3".to_vec()]);
+}
+
+#[test]
+fn a_format_1_store_is_read_as_it_is_and_upgraded_at_the_first_write() {
+    let dir = TestDir::new("upgrade");
+    let path = format1_fixture(&dir);
+    let marker = path.join("format");
+    let old_log = fs::read(path.join("index.log")).expect("log");
+    {
+        let store = DirStore::open(&path).expect("open");
+        assert_eq!(names(&store), ["a", "keep", "weights"]);
+        assert!(store.verify().expect("verify").is_ok());
+        assert_eq!(store.index_files(), (0, Vec::new()));
+        assert_eq!(
+            fs::read_to_string(&marker).expect("marker"),
+            "stowage-store 1\n"
+        );
+        assert_eq!(
+            fs::read(path.join("index.log")).expect("log"),
+            old_log,
+            "reading writes nothing"
+        );
+        save(&store, "new", &[("v", BlobLayout::Raw, b"n")]);
+        assert_eq!(
+            fs::read_to_string(&marker).expect("marker"),
+            "stowage-store 2\n"
+        );
+        let (generation, runs) = store.index_files();
+        assert_eq!((generation, runs.len()), (1, 1));
+        assert_eq!(names(&store), ["a", "keep", "new", "weights"]);
+    }
+    let store = DirStore::open(&path).expect("reopen");
+    assert_eq!(names(&store), ["a", "keep", "new", "weights"]);
+    assert!(store.verify().expect("verify").is_ok());
+    let log = fs::read(path.join("index.log")).expect("log");
+    assert_eq!(
+        &log[..4],
+        b"SLG2",
+        "a format-1 build stops at the first frame"
+    );
+}
+
+#[test]
+fn a_read_only_reader_of_a_format_1_store_replays_its_log() {
+    let dir = TestDir::new("ro-v1");
+    let path = format1_fixture(&dir);
+    let store = DirStore::open_read_only(&path, ReadOnlyWhy::Denied).expect("open");
+    assert_eq!(names(&store), ["a", "keep", "weights"]);
+    assert!(store.verify().expect("verify").is_ok());
+    assert_eq!(store.index_files(), (0, Vec::new()));
+    assert!(!path.join("manifest").exists(), "a reader never upgrades");
+}
+
+#[test]
+fn a_format_1_store_with_an_unreadable_record_is_not_upgraded_until_it_is_removed() {
+    let dir = TestDir::new("upgrade-blocked");
+    let path = format1_fixture(&dir);
+    let frame =
+        index::encode_frame(br#"{"put":[{"name":"odd","format_version":1}]}"#).expect("frame");
+    OpenOptions::new()
+        .append(true)
+        .open(path.join("index.log"))
+        .and_then(|mut f| f.write_all(&frame))
+        .expect("append");
+    let store = DirStore::open(&path).expect("open");
+    save(&store, "new", &[("v", BlobLayout::Raw, b"n")]);
+    assert_eq!(
+        fs::read_to_string(path.join("format")).expect("marker"),
+        "stowage-store 1\n"
+    );
+    assert_eq!(store.unreadable().len(), 1);
+    store.remove("odd").expect("remove");
+    save(&store, "newer", &[("v", BlobLayout::Raw, b"m")]);
+    assert_eq!(
+        fs::read_to_string(path.join("format")).expect("marker"),
+        "stowage-store 2\n"
+    );
+    assert_eq!(names(&store), ["a", "keep", "new", "newer", "weights"]);
+}
+
+#[test]
+fn an_unreadable_format_2_record_survives_compaction_byte_for_byte() {
+    let dir = TestDir::new("compact-unreadable");
+    let store = DirStore::open(dir.path()).expect("open");
+    save(&store, "a", &[("v", BlobLayout::Raw, b"1")]);
+    let future = serde_json::json!({"name": "future", "format_version": 99});
+    let json = serde_json::to_vec(&future).expect("json");
+    let mut body = 0u16.to_le_bytes().to_vec();
+    body.extend_from_slice(&json);
+    let mut payload = Vec::new();
+    snapshot::push_item(&mut payload, snapshot::PUT, b"future", &body);
+    let _locked = store.lock_for_write().expect("lock");
+    store
+        .append_frame(&index::encode_frame2(&payload).expect("frame"), false)
+        .expect("append");
+    drop(_locked);
+    store.compact_index().expect("compacts");
+    let reopened = DirStore::open(dir.path()).expect("reopen");
+    let bad = reopened.unreadable();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].name, "future");
+    assert!(bad[0].reason.contains("99"), "{}", bad[0].reason);
+    let err = reopened.gc().expect_err("gc refuses");
+    assert!(matches!(err, StoreError::UnreadableRecords { .. }), "{err}");
 }

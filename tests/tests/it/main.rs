@@ -14,6 +14,9 @@ mod store;
 // The store against hostile input: escaping blob names, read-only stores,
 // unreadable records, the format marker, names and escaped output.
 mod store_hardening;
+// The store at scale: format 2 (snapshot runs + log tail), compaction and
+// upgrade failpoints, readers during compaction, the format-1 fixture.
+mod store_scale;
 // The tensor plugin (safetensors): through the host, and Python interop.
 mod tensor;
 // The arrow plugin (Arrow IPC, C Data Interface): host, and pyarrow interop.

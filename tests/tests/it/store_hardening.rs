@@ -456,11 +456,11 @@ fn a_store_of_a_newer_format_refuses_writes_and_still_reads() {
     let marker = dir.root.join("store").join("format");
     assert_eq!(
         fs::read_to_string(&marker).expect("marker"),
-        "stowage-store 1\n"
+        "stowage-store 2\n"
     );
-    fs::write(&marker, "stowage-store 2\n").expect("newer marker");
+    fs::write(&marker, "stowage-store 3\n").expect("newer marker");
     let message = format!(
-        "error: store {} has format 2; this build writes format 1 — upgrade stowage",
+        "error: store {} has format 3; this build writes format 2 — upgrade stowage",
         store_dir(&dir).display()
     );
     StowageCmd::new(&dir, &["put", "x", "doc.json", "--json"]).fails(1, &message);
@@ -495,7 +495,7 @@ fn a_store_from_before_markers_gains_one_on_its_first_write() {
     StowageCmd::new(&dir, &["put", "new", "doc.json", "--json"]).ok();
     assert_eq!(
         fs::read_to_string(store.join("format")).expect("marker"),
-        "stowage-store 1\n"
+        "stowage-store 2\n"
     );
 }
 

@@ -159,10 +159,12 @@ const UNSAFE_FILES: &[&str] = &[
     "host/src/store/blob.rs",
     "host/src/store/pack.rs",
     "host/src/store/input.rs",
+    "host/src/store/snapshot.rs",
     "plugins/arrow/src/ffi.rs",
     "python/src/convert.rs",
     "python/src/arrow.rs",
     "tests/tests/it/arrow/c_data.rs",
+    "tests/benches/store_scale.rs",
 ];
 
 #[test]
