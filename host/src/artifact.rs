@@ -31,7 +31,7 @@ use std::io::{self, Write};
 use stowage_plugin_api::encodings::{ARROW_IPC_FILE, SAFETENSORS};
 
 use crate::registry::{
-    DispatchError, DispatchTable, Dispatched, Failure, Route, Skipped, Work, WrittenBy,
+    DispatchError, DispatchTable, Dispatched, Failure, PartSink, Route, Skipped, Work, WrittenBy,
 };
 use crate::serializer::{ArtifactMeta, BlobSink, Written};
 use crate::store::{
@@ -389,6 +389,7 @@ impl<'s, 'p> StoreSink<'s, 'p> {
             serializer: route.name.clone(),
             serializer_version: route.serializer.info().version.to_string(),
             serializer_info: info,
+            parts: written.parts,
         };
         Ok(self.writer.finish(meta)?)
     }
@@ -415,6 +416,21 @@ impl BlobSink for StoreSink<'_, '_> {
 
     fn take_host_failure(&mut self) -> Option<StoreError> {
         self.failure.take()
+    }
+}
+
+impl PartSink for StoreSink<'_, '_> {
+    /// The composite's skeleton is written after its parts, so one blob is
+    /// kept for it: the limit counts every part's blobs plus the skeleton.
+    fn adopt(&mut self, prefix: &str, part: Self) -> Result<Vec<(String, String)>, Failure> {
+        let total = self.writer.blob_count() + part.writer.blob_count() + 1;
+        if total > MAX_BLOBS_PER_ARTIFACT {
+            return Err(DispatchError::BlobLimit {
+                limit: MAX_BLOBS_PER_ARTIFACT,
+            }
+            .into());
+        }
+        Ok(self.writer.adopt(prefix, part.writer)?)
     }
 }
 

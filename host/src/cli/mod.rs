@@ -280,6 +280,9 @@ pub fn status_table(host: &Host) -> String {
         let detail = match (&s.awaiting, &s.last_error) {
             (Some(awaiting), _) => format!("awaiting {awaiting}"),
             (None, Some(error)) => error.clone(),
+            (None, None) if s.builtin && s.name == stowage::composite::COMPOSITE_NAME => {
+                "built-in composite (lists and maps with non-plain leaves)".to_owned()
+            }
             (None, None) if s.builtin => "built-in fallback".to_owned(),
             (None, None) => s
                 .library

@@ -32,7 +32,7 @@ use std::time::SystemTime;
 use super::error::IoContext;
 use super::index::Entry;
 use super::pack::PackWriter;
-use super::record::{self, BlobLocation, BlobRecord, PackLoc, Record, RECORD_FORMAT_VERSION};
+use super::record::{self, BlobLocation, BlobRecord, PackLoc, Record};
 use super::writer::{Body, PendingArtifact, TempFile};
 use super::{
     failpoint, missing_or_io, sync_dir, DirStore, Locked, StoreError, Tails, BLOBS_DIR, PACKS_DIR,
@@ -176,12 +176,13 @@ impl DirStore {
                     location,
                 });
             }
+            let format_version = record::format_version_for(&meta);
             plan.records.push(Record {
                 name,
                 meta,
                 blobs: blob_records,
                 created: created.clone(),
-                format_version: RECORD_FORMAT_VERSION,
+                format_version,
             });
         }
         plan

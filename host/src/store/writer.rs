@@ -390,6 +390,39 @@ impl<'s> ArtifactWriter<'s> {
         self.blobs.len() + usize::from(self.current.is_some())
     }
 
+    /// Moves every blob of `part` (another writer of the same store) into
+    /// this artifact, each renamed `prefix` + its name, and returns `(name,
+    /// new name)` per blob. A composite writes each part with a writer of
+    /// its own, so a part whose serializer fails leaves nothing here.
+    pub fn adopt(
+        &mut self,
+        prefix: &str,
+        mut part: ArtifactWriter<'s>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.check_failed()?;
+        part.check_failed()?;
+        part.end_blob()?;
+        self.end_blob()?;
+        let mut names = Vec::with_capacity(part.blobs.len());
+        for mut blob in std::mem::take(&mut part.blobs) {
+            let renamed = format!("{prefix}{}", blob.name);
+            validate_blob_name(&renamed).map_err(|reason| StoreError::InvalidBlobName {
+                name: self.name.clone(),
+                blob: renamed.clone(),
+                reason,
+            })?;
+            if self.blobs.iter().any(|b| b.name == renamed) {
+                return Err(StoreError::DuplicateBlob {
+                    name: self.name.clone(),
+                    blob: renamed,
+                });
+            }
+            names.push((std::mem::replace(&mut blob.name, renamed.clone()), renamed));
+            self.blobs.push(blob);
+        }
+        Ok(names)
+    }
+
     /// Ends the last blob and returns the artifact, ready for commit.
     ///
     /// Errors with [`StoreError::NoBlobs`] if no blob was begun.
