@@ -6,7 +6,7 @@
 //! This module owns the format; the dispatch of the leaves is the
 //! registry's ([`crate::registry::DispatchTable`] recurses through its one
 //! dispatch loop for each leaf and calls [`split`], [`encode_skeleton`],
-//! [`Skeleton::decode`] and [`Skeleton::rebuild`]). [`Composite`] is the
+//! [`Skeleton::decode`] and [`Skeleton::rebuild`]). `Composite` is the
 //! serializer the registry lists, orders (priority [`COMPOSITE_PRIORITY`],
 //! after every plugin, before the msgpack fallback) and toggles like any
 //! other; its entry points are never called for real work, because the
@@ -43,6 +43,9 @@
 //! container twice, so plain data reads back up to 256 levels; a composite
 //! takes the same [`MAX_NESTING`] = `MAX_DEPTH / 2` levels and refuses a
 //! deeper value on save ([`SplitError::TooDeep`]), never on load.
+//! Decision: a part recorded as a `tensor` whose reader returns a
+//! one-tensor `tensor_map` (a `.safetensors` file stored by `put DIR`) is
+//! rebuilt as that tensor.
 //! Decision: the call's options (`--opt`) are not passed to the leaves; the
 //! configured options of each leaf's serializer apply.
 
@@ -518,6 +521,348 @@ impl Skeleton {
     }
 }
 
+impl Skeleton {
+    /// The tree as JSON, each part replaced by what `reference` makes of
+    /// it (given its index); a map of tensors grouped into one part is
+    /// replaced whole. A user key starting with `$` gets one more `$`
+    /// (`$part` → `$$part`), so a reference is never mistaken for data.
+    /// Bytes and non-finite floats have no JSON form: an error naming
+    /// their path.
+    pub fn to_json(
+        &self,
+        reference: &dyn Fn(usize, &PartRecord) -> serde_json::Value,
+    ) -> Result<serde_json::Value, JsonFormError> {
+        let mut path = Vec::new();
+        tree_json(&self.tree, &self.parts, reference, &mut path)
+    }
+}
+
+/// Why a skeleton has no JSON form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} at {path} has no JSON form")]
+pub struct JsonFormError {
+    /// What the value is (`bytes`, `float NaN`).
+    pub what: String,
+    /// Its path (`/` for the root).
+    pub path: String,
+}
+
+/// Escapes a user map key for the JSON skeleton: one more `$` in front of
+/// a key starting with `$`.
+pub fn escape_key(key: &str) -> Cow<'_, str> {
+    if key.starts_with('$') {
+        Cow::Owned(format!("${key}"))
+    } else {
+        Cow::Borrowed(key)
+    }
+}
+
+/// Undoes [`escape_key`]; `None` for an unescaped `$` key (a reserved
+/// one, such as `$part`).
+pub fn unescape_key(key: &str) -> Option<&str> {
+    match key.strip_prefix('$') {
+        Some(rest) if rest.starts_with('$') => Some(rest),
+        Some(_) => None,
+        None => Some(key),
+    }
+}
+
+fn tree_json(
+    value: &rmpv::Value,
+    parts: &[PartRecord],
+    reference: &dyn Fn(usize, &PartRecord) -> serde_json::Value,
+    path: &mut Vec<String>,
+) -> Result<serde_json::Value, JsonFormError> {
+    let no_form = |what: String, path: &[String]| JsonFormError {
+        what,
+        path: if path.is_empty() {
+            "/".to_owned()
+        } else {
+            path.join("/")
+        },
+    };
+    if let Some((_, index)) = ref_index(value) {
+        let part = parts
+            .get(index)
+            .ok_or_else(|| no_form("a reference to a missing part".into(), path))?;
+        return Ok(reference(index, part));
+    }
+    Ok(match value {
+        rmpv::Value::Nil => serde_json::Value::Null,
+        rmpv::Value::Boolean(b) => serde_json::Value::Bool(*b),
+        rmpv::Value::Integer(i) => match i.as_i64() {
+            Some(i) => i.into(),
+            None => return Err(no_form(format!("integer {i}"), path)),
+        },
+        rmpv::Value::F32(f) => {
+            float_json(f64::from(*f)).ok_or_else(|| no_form(format!("float {f}"), path))?
+        }
+        rmpv::Value::F64(f) => float_json(*f).ok_or_else(|| no_form(format!("float {f}"), path))?,
+        rmpv::Value::String(s) => match s.as_str() {
+            Some(s) => serde_json::Value::String(s.to_owned()),
+            None => return Err(no_form("a non-UTF-8 string".into(), path)),
+        },
+        rmpv::Value::Binary(_) => return Err(no_form("bytes".into(), path)),
+        rmpv::Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                path.push(i.to_string());
+                out.push(tree_json(item, parts, reference, path)?);
+                path.pop();
+            }
+            serde_json::Value::Array(out)
+        }
+        rmpv::Value::Map(entries) => {
+            // A grouped map of tensors is one part: referenced whole.
+            if let Some((TENSOR_REF, index)) = entries.first().and_then(|(_, v)| ref_index(v)) {
+                if let Some(part) = parts.get(index) {
+                    return Ok(reference(index, part));
+                }
+            }
+            let mut out = serde_json::Map::new();
+            for (key, item) in entries {
+                let key = key
+                    .as_str()
+                    .ok_or_else(|| no_form("a non-UTF-8 key".into(), path))?;
+                path.push(key.to_owned());
+                out.insert(
+                    escape_key(key).into_owned(),
+                    tree_json(item, parts, reference, path)?,
+                );
+                path.pop();
+            }
+            serde_json::Value::Object(out)
+        }
+        rmpv::Value::Ext(ext, _) => return Err(no_form(format!("extension type {ext}"), path)),
+    })
+}
+
+fn float_json(f: f64) -> Option<serde_json::Value> {
+    serde_json::Number::from_f64(f).map(serde_json::Value::Number)
+}
+
+/// The file a composite's directory export (`get -o DIR`) keeps its
+/// skeleton in.
+pub const SKELETON_FILE: &str = "skeleton.json";
+/// Longest file stem of a part file, in bytes (room for a suffix and an
+/// extension within a 255-byte file name).
+const MAX_FILE_STEM: usize = 200;
+
+/// The standard-file extension of a part's encoding.
+pub fn extension(encoding: &str) -> &'static str {
+    use stowage_plugin_api::encodings::{ARROW_IPC_FILE, PYTHON_CLASS_SOURCE, SAFETENSORS};
+    match encoding {
+        SAFETENSORS => "safetensors",
+        ARROW_IPC_FILE => "arrow",
+        PYTHON_CLASS_SOURCE => "py",
+        _ => "bin",
+    }
+}
+
+/// The file names of a directory export, one per part: the part's path
+/// with `/` as `.` and every byte outside `[A-Za-z0-9_-]` as `%XX` (so no
+/// name holds a separator, a NUL, or starts with `.`; an empty path is
+/// `%`), capped at 200 bytes, then `~INDEX` when two parts would share a
+/// name, then the encoding's extension.
+pub fn part_file_names(parts: &[PartRecord]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::with_capacity(parts.len());
+    for (index, part) in parts.iter().enumerate() {
+        let mut stem = String::new();
+        for segment_byte in part.path.bytes() {
+            match segment_byte {
+                b'/' => stem.push('.'),
+                b if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' => {
+                    stem.push(char::from(b))
+                }
+                b => stem.push_str(&format!("%{b:02X}")),
+            }
+        }
+        if stem.is_empty() || stem.starts_with('.') {
+            stem.insert(0, '%');
+        }
+        stem.truncate(MAX_FILE_STEM);
+        let ext = extension(&part.encoding);
+        let mut name = format!("{stem}.{ext}");
+        if name == SKELETON_FILE || names.contains(&name) {
+            name = format!("{stem}~{index}.{ext}");
+        }
+        names.push(name);
+    }
+    names
+}
+
+/// A part file a directory's `skeleton.json` refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// The part's path.
+    pub path: String,
+    /// Its file name inside the directory.
+    pub file: String,
+    /// Its kind name.
+    pub kind: String,
+}
+
+/// The JSON reference to part `part` stored in `file`: `{"$part": PATH,
+/// "$file": FILE, "$kind": KIND}`, plus `"$keys"` (the map's keys, in
+/// order) for a map of tensors grouped into the part.
+pub fn file_reference(skeleton: &Skeleton, index: usize, file: &str) -> serde_json::Value {
+    let part = &skeleton.parts[index.min(skeleton.parts.len().saturating_sub(1))];
+    let mut reference = serde_json::json!({
+        "$part": part.path,
+        "$file": file,
+        "$kind": part.kind,
+    });
+    if let Some(keys) = grouped_keys(&skeleton.tree, index) {
+        reference["$keys"] = serde_json::Value::from(keys);
+    }
+    reference
+}
+
+/// The keys of the grouped map that refers to part `index`, if one does.
+fn grouped_keys(tree: &rmpv::Value, index: usize) -> Option<Vec<String>> {
+    match tree {
+        rmpv::Value::Array(items) => items.iter().find_map(|v| grouped_keys(v, index)),
+        rmpv::Value::Map(entries) => {
+            if let Some((TENSOR_REF, i)) = entries.first().and_then(|(_, v)| ref_index(v)) {
+                if i == index {
+                    return Some(
+                        entries
+                            .iter()
+                            .filter_map(|(k, _)| k.as_str().map(str::to_owned))
+                            .collect(),
+                    );
+                }
+                return None;
+            }
+            entries.iter().find_map(|(_, v)| grouped_keys(v, index))
+        }
+        _ => None,
+    }
+}
+
+/// Reads a directory's `skeleton.json` back into a skeleton tree and the
+/// part files it names (in reference order): `$$`-escaped keys are
+/// unescaped, a reference's `$file` must be one plain file name, and
+/// anything else starting with a single `$` is refused. `Err` names the
+/// JSON path.
+pub fn skeleton_from_json(doc: &serde_json::Value) -> Result<(rmpv::Value, Vec<FileRef>), String> {
+    let mut files = Vec::new();
+    let mut path = Vec::new();
+    let tree = json_tree(doc, &mut path, &mut files, 0)?;
+    if files.is_empty() {
+        return Err("skeleton.json refers to no part; store plain data with put --json".into());
+    }
+    Ok((tree, files))
+}
+
+fn json_tree(
+    doc: &serde_json::Value,
+    path: &mut Vec<String>,
+    files: &mut Vec<FileRef>,
+    depth: usize,
+) -> Result<rmpv::Value, String> {
+    let at = |path: &[String]| {
+        if path.is_empty() {
+            "/".to_owned()
+        } else {
+            path.join("/")
+        }
+    };
+    if depth > MAX_NESTING {
+        return Err(format!("the value nests deeper than {MAX_NESTING} levels"));
+    }
+    Ok(match doc {
+        serde_json::Value::Null => rmpv::Value::Nil,
+        serde_json::Value::Bool(b) => rmpv::Value::Boolean(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => rmpv::Value::from(i),
+            (None, Some(f)) if !n.is_u64() => rmpv::Value::F64(f),
+            _ => return Err(format!("number {n} at {} is out of range", at(path))),
+        },
+        serde_json::Value::String(s) => rmpv::Value::from(s.as_str()),
+        serde_json::Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                path.push(i.to_string());
+                out.push(json_tree(item, path, files, depth + 1)?);
+                path.pop();
+            }
+            rmpv::Value::Array(out)
+        }
+        serde_json::Value::Object(map) if map.contains_key("$part") => {
+            let text = |key: &str| {
+                map.get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| format!("the reference at {} has no string {key}", at(path)))
+            };
+            let file = text("$file")?;
+            if !is_plain_file_name(file) || file == SKELETON_FILE {
+                return Err(format!(
+                    "the reference at {} names {}, which is not a part file name",
+                    at(path),
+                    crate::text::quote_capped(file, 80)
+                ));
+            }
+            let index = files.len();
+            files.push(FileRef {
+                path: text("$part")?.to_owned(),
+                file: file.to_owned(),
+                kind: text("$kind")?.to_owned(),
+            });
+            match map.get("$keys") {
+                None => reference(PART_REF, index),
+                Some(serde_json::Value::Array(keys)) if !keys.is_empty() => rmpv::Value::Map(
+                    keys.iter()
+                        .map(|k| {
+                            k.as_str()
+                                .map(|k| (rmpv::Value::from(k), reference(TENSOR_REF, index)))
+                                .ok_or_else(|| {
+                                    format!("a $keys entry at {} is not a string", at(path))
+                                })
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                Some(_) => {
+                    return Err(format!(
+                        "the reference at {} has $keys that are not a non-empty list of strings",
+                        at(path)
+                    ))
+                }
+            }
+        }
+        serde_json::Value::Object(map) => {
+            let mut out = Vec::with_capacity(map.len());
+            for (key, item) in map {
+                let Some(key) = unescape_key(key) else {
+                    return Err(format!(
+                        "key {} at {} is reserved (a user key starting with $ is written $$)",
+                        crate::text::quote_capped(key, 80),
+                        at(path)
+                    ));
+                };
+                path.push(key.to_owned());
+                out.push((
+                    rmpv::Value::from(key),
+                    json_tree(item, path, files, depth + 1)?,
+                ));
+                path.pop();
+            }
+            rmpv::Value::Map(out)
+        }
+    })
+}
+
+/// One plain path component: not empty, not `.`/`..`, no `/`, `\\`, NUL
+/// or control character.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 255
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control)
+}
+
 /// The part index of a reference, if `value` is one.
 pub fn ref_index(value: &rmpv::Value) -> Option<(i8, usize)> {
     match value {
@@ -578,10 +923,12 @@ fn rebuild_at(
     if let Some((ext, index)) = ref_index(value) {
         let path = parts.get(index).map_or("", |p| p.path.as_str());
         if ext == PART_REF {
-            return values
+            let value = values
                 .get_mut(index)
                 .and_then(Option::take)
-                .ok_or_else(|| invalid(format!("part {path} is referenced twice")));
+                .ok_or_else(|| invalid(format!("part {path} is referenced twice")))?;
+            let kind = parts.get(index).map_or("", |p| p.kind.as_str());
+            return Ok(as_kind(kind, value));
         }
         if let std::collections::hash_map::Entry::Vacant(slot) = tensors.entry(index) {
             match values.get_mut(index).and_then(Option::take) {
@@ -642,6 +989,21 @@ fn rebuild_at(
             return Err(invalid(format!("unknown skeleton extension type {ext}")))
         }
     })
+}
+
+/// A part's value as the kind its reference records: a file a plugin
+/// ingested (`put DIR`) may read back as a one-tensor `tensor_map` where
+/// the part was a `tensor`.
+fn as_kind(kind: &str, value: Value) -> Value {
+    match value {
+        Value::TensorMap(mut map) if kind == Kind::Tensor.name() && map.tensors.len() == 1 => {
+            match map.tensors.pop() {
+                Some((_, tensor)) => Value::Tensor(tensor),
+                None => Value::TensorMap(map),
+            }
+        }
+        other => other,
+    }
 }
 
 /// The written-by of a composite's result: the skeleton's serializer info.

@@ -34,7 +34,7 @@
 //! Composites (SPEC §15) recurse through the same loop: when the built-in
 //! `composite` route (recognised by its reserved name) wins a list or map,
 //! each part the value splits into ([`crate::composite::split`]) is
-//! dispatched by [`DispatchTable::serialize`] exactly as a top-level value,
+//! dispatched by `DispatchTable::serialize` exactly as a top-level value,
 //! so plugins take their kinds inside a composite too; a composite's load
 //! dispatches each part to its own reader the same way. A part that no
 //! serializer takes (or no reader reads) stops the whole dispatch with
@@ -265,6 +265,12 @@ pub enum DispatchError {
     BlobLimit {
         /// The per-artifact limit.
         limit: usize,
+    },
+    /// A composite's skeleton blob could not be written.
+    #[error("cannot write the skeleton: {message}")]
+    Skeleton {
+        /// Why.
+        message: String,
     },
     /// A composite nests deeper than the fallback's limit.
     #[error("the value nests deeper than {limit} levels")]
@@ -546,6 +552,68 @@ impl DispatchTable {
             Ok(()) => Work::Done((sink, composite::written(value, parts))),
             Err(message) => Work::Failed(CallError::new(ErrorKind::Internal, message)),
         }
+    }
+
+    /// Stores a composite whose parts are files (`put NAME DIR`): `tree`
+    /// is the skeleton, `files` each part's reference and bytes in
+    /// reference order. Each file is ingested by the plugin whose `sniff`
+    /// claims it, exactly as `put FILE` would; the composite must be
+    /// active.
+    pub(crate) fn ingest_composite<S: PartSink>(
+        &self,
+        kind: Kind,
+        tree: &rmpv::Value,
+        files: &[(composite::FileRef, &[u8])],
+        new_sink: &mut dyn FnMut(&Route) -> Result<S, Failure>,
+    ) -> Result<Dispatched<(S, Written)>, Failure> {
+        let route = self
+            .route(COMPOSITE_NAME)
+            .ok_or_else(|| DispatchError::NotActive {
+                plugin: COMPOSITE_NAME.to_owned(),
+            })?;
+        let mut sink = new_sink(route)?;
+        let mut skipped = Vec::new();
+        let mut parts = Vec::with_capacity(files.len());
+        for (i, (file_ref, file)) in files.iter().enumerate() {
+            let prefix = &file[..file.len().min(stowage_plugin_api::SNIFF_PREFIX_LEN)];
+            let dispatched = self
+                .ingest(file, prefix, None, &[], new_sink)
+                .map_err(|error| in_part(&file_ref.path, error))?;
+            skipped.extend(dispatched.skipped);
+            let (part_sink, written) = dispatched.output;
+            let blobs = sink.adopt(&format!("p{i}."), part_sink)?;
+            let mut info = written.info;
+            info.sort();
+            info.dedup_by(|b, a| a.0 == b.0);
+            parts.push(PartRecord {
+                path: file_ref.path.clone(),
+                kind: file_ref.kind.clone(),
+                obj_type: written.obj_type,
+                encoding: written.encoding,
+                encoding_version: written.encoding_version,
+                serializer: dispatched.route.name.clone(),
+                serializer_version: dispatched.route.version(),
+                serializer_info: info,
+                blobs,
+            });
+        }
+        let skeleton = composite::encode_skeleton(tree, &parts);
+        let wrote = sink
+            .begin_blob(SKELETON_BLOB)
+            .and_then(|()| sink.write(&skeleton));
+        if let Some(error) = sink.take_host_failure() {
+            return Err(Failure::Store(error));
+        }
+        if let Err(message) = wrote {
+            return Err(DispatchError::Skeleton { message }.into());
+        }
+        let mut written = composite::written(&Value::Null, parts);
+        written.obj_type = kind.name().to_owned();
+        Ok(Dispatched {
+            route: Arc::clone(route),
+            output: (sink, written),
+            skipped,
+        })
     }
 
     /// What `serialize` would do with each part of a composite value, part

@@ -42,7 +42,7 @@
 //! build reads versions 1 and 2 ([`RECORD_FORMAT_VERSION`] = 2) and lists a
 //! higher one as unreadable, its reason naming both versions. Version 2
 //! adds one key, `parts` (a composite's parts, SPEC §15): a record is
-//! written as version 2 exactly when it has parts ([`format_version_for`]),
+//! written as version 2 exactly when it has parts (`format_version_for`),
 //! so every other artifact stays a version 1 record that older builds read,
 //! and a composite is listed by them as unreadable ("newer than this build
 //! reads"), never misread. The v1 parser is the v2 parser with `parts`
@@ -65,7 +65,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 /// The highest record format version this build reads (and writes, for
-/// composites; see [`format_version_for`]).
+/// composites; see `format_version_for`).
 pub const RECORD_FORMAT_VERSION: u32 = 2;
 
 /// The record format version a record with `meta` is written with: 2 when

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use stowage::{ArrowTable, Buffer, ClassSource, Host, HostOptions, Tensor, TensorMap, Value};
-use stowage_tests::{file_mappings, StowageCmd, TestDir};
+use stowage_tests::{file_mappings, run_python, StowageCmd, TestDir};
 
 /// A store with the three real plugins installed.
 pub(crate) fn plugins_dir(name: &str) -> TestDir {
@@ -433,4 +433,357 @@ fn the_blob_limit_counts_every_parts_blobs_and_the_skeleton() {
         "cannot store over: more than 4096 blobs in one artifact, counting every part's"
     );
     assert_eq!(host.load("at").expect("load").value, at_limit);
+}
+
+#[test]
+fn inspect_and_show_list_every_part_and_a_blocked_part_is_named() {
+    let dir = plugins_dir("composite-inspect");
+    let saved = dir.host().save("ckpt", &checkpoint(), &[]).expect("save");
+    let record = &saved.record;
+    let mut expected = format!(
+        "name:        ckpt\n\
+         type:        map\n\
+         encoding:    stowage-composite v1\n\
+         written by:  composite 0.1.0\n\
+         created:     {}\n\
+         record:      format v2\n\
+         info:        parts = 5\n\
+         info:        source = api\n\
+         part:        weights = tensor_map, safetensors v1 by tensor 0.1.0 (p0.data)\n\
+         part:        optimizer/state/0 = tensor, safetensors v1 by tensor 0.1.0 (p1.data)\n\
+         part:        optimizer/state/1 = tensor, safetensors v1 by tensor 0.1.0 (p2.data)\n\
+         part:        eval/table = arrow, arrow-ipc-file v1 by arrow 0.1.0 (p3.data)\n\
+         part:        model = class_source, python-class-source v1 by class-source 0.1.0 \
+         (p4.source)\n",
+        record.created
+    );
+    for blob in &record.blobs {
+        expected.push_str(&format!(
+            "blob:        {} {} bytes blake3:{} ({})\n",
+            blob.name, blob.size, blob.digest, blob.storage
+        ));
+    }
+    assert_eq!(StowageCmd::new(&dir, &["inspect", "ckpt"]).ok(), expected);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&StowageCmd::new(&dir, &["inspect", "ckpt", "--json"]).ok())
+            .expect("json");
+    assert_eq!(json["format_version"], 2);
+    assert_eq!(
+        json["parts"][3],
+        serde_json::json!({
+            "path": "eval/table", "kind": "arrow", "obj_type": "arrow",
+            "encoding": "arrow-ipc-file", "encoding_version": 1,
+            "written_by": {"serializer": "arrow", "version": "0.1.0"},
+            "serializer_info": json["parts"][3]["serializer_info"].clone(),
+            "blobs": [{"name": "data", "blob": "p3.data"}]
+        })
+    );
+    assert_eq!(json["parts"].as_array().map(Vec::len), Some(5));
+
+    let tensors = "  weights: tensor_map (safetensors v1): 2 tensors, 300008 bytes of data\n      \
+         w1: U8 [300000], 300000 bytes\n      \
+         w2: U8 [8], 8 bytes = [2, 2, 2, 2, 2, 2, 2, 2]\n  \
+         optimizer/state/0: tensor (safetensors v1): 1 tensor, 16 bytes of data\n      \
+         tensor: U8 [16], 16 bytes\n  \
+         optimizer/state/1: tensor (safetensors v1): 1 tensor, 16 bytes of data\n      \
+         tensor: U8 [16], 16 bytes\n";
+    let rest = "  model: python class Net in module model: 2 lines, 26 bytes\n      \
+         class Net:\n\
+         skeleton: {\"weights\":{\"$part\":\"weights\"},\"optimizer\":{\"lr\":0.001,\"state\":\
+         [{\"$part\":\"optimizer/state/0\"},{\"$part\":\"optimizer/state/1\"}]},\"step\":1200,\
+         \"eval\":{\"table\":{\"$part\":\"eval/table\"},\"note\":\"ok\"},\"model\":{\"$part\":\
+         \"model\"}}\n";
+    assert_eq!(
+        StowageCmd::new(&dir, &["show", "ckpt"]).ok(),
+        format!(
+            "map (stowage-composite v1), 5 parts:\n{tensors}  \
+             eval/table: arrow table: 3 rows, 2 columns, 1 batches, compression none\n    \
+             schema:\n      id: Int64 not null\n      score: Float64 not null\n    \
+             first rows:\n      1 | 0.5\n      2 | 0.25\n      3 | 0.125\n{rest}"
+        )
+    );
+    // With arrow disabled, show names the part it blocks and shows the rest.
+    assert_eq!(
+        StowageCmd::new(&dir, &["show", "ckpt"])
+            .env("STOWAGE_PLUGINS", "-arrow")
+            .ok(),
+        format!(
+            "map (stowage-composite v1), 5 parts:\n{tensors}  \
+             eval/table: cannot describe: no deserializer for encoding arrow-ipc-file; written \
+             by arrow 0.1.0 — is it installed and enabled?\n{rest}"
+        )
+    );
+    // And get fails naming it.
+    StowageCmd::new(&dir, &["get", "ckpt", "-o", "out"])
+        .env("STOWAGE_PLUGINS", "-arrow")
+        .fails(
+            1,
+            "error: cannot load ckpt: eval/table: no deserializer for encoding arrow-ipc-file; \
+             written by arrow 0.1.0 — is it installed and enabled?",
+        );
+}
+
+/// Reads a composite's directory export with json, safetensors and pyarrow
+/// alone and prints what it found, one line per leaf.
+const PY_READ_DIR: &str = r#"
+import json, os, sys
+import numpy as np
+from safetensors.numpy import load_file
+import pyarrow as pa
+d = sys.argv[1]
+def load(node, path):
+    if isinstance(node, dict) and "$part" in node:
+        f = os.path.join(d, node["$file"])
+        if f.endswith(".safetensors"):
+            tensors = load_file(f)
+            if "$keys" in node:
+                for k in node["$keys"]:
+                    print(f"{path}/{k}: {tensors[k].dtype} {tensors[k].tolist()[:3]}")
+            else:
+                print(f"{path}: {tensors['tensor'].dtype} {tensors['tensor'].tolist()[:3]}")
+        elif f.endswith(".arrow"):
+            t = pa.ipc.open_file(f).read_all()
+            print(f"{path}: {t.column_names} {t.num_rows} rows {t.column('score').to_pylist()}")
+        elif f.endswith(".py"):
+            print(f"{path}: {open(f).read().splitlines()[0]}")
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            load(v, f"{path}/{k[1:] if k.startswith('$$') else k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            load(v, f"{path}/{i}")
+    else:
+        print(f"{path}: {node!r}")
+load(json.load(open(os.path.join(d, "skeleton.json"))), "")
+"#;
+
+#[test]
+fn get_writes_a_directory_python_reads_alone_and_put_reads_it_back() {
+    let dir = plugins_dir("composite-dir");
+    let host = dir.host();
+    let value = checkpoint();
+    host.save("ckpt", &value, &[]).expect("save");
+    StowageCmd::new(&dir, &["get", "ckpt"]).fails(
+        1,
+        "error: ckpt is a composite of several files; give -o DIR to write them",
+    );
+    assert_eq!(
+        StowageCmd::new(&dir, &["get", "ckpt", "-o", "out"]).ok(),
+        format!("wrote 5 parts of ckpt and skeleton.json to out\n")
+    );
+    let out = dir.root.join("out");
+    let mut files: Vec<String> = fs::read_dir(&out)
+        .expect("out")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "eval.table.arrow",
+            "model.py",
+            "optimizer.state.0.safetensors",
+            "optimizer.state.1.safetensors",
+            "skeleton.json",
+            "weights.safetensors"
+        ]
+    );
+    let skeleton: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("skeleton.json")).expect("read")).expect("json");
+    assert_eq!(
+        skeleton,
+        serde_json::json!({
+            "weights": {"$part": "weights", "$file": "weights.safetensors",
+                        "$kind": "tensor_map", "$keys": ["w1", "w2"]},
+            "optimizer": {"lr": 0.001, "state": [
+                {"$part": "optimizer/state/0", "$file": "optimizer.state.0.safetensors", "$kind": "tensor"},
+                {"$part": "optimizer/state/1", "$file": "optimizer.state.1.safetensors", "$kind": "tensor"}
+            ]},
+            "step": 1200,
+            "eval": {"table": {"$part": "eval/table", "$file": "eval.table.arrow", "$kind": "arrow"},
+                     "note": "ok"},
+            "model": {"$part": "model", "$file": "model.py", "$kind": "class_source"}
+        })
+    );
+    assert_eq!(
+        run_python(PY_READ_DIR, &[&out]),
+        "/weights/w1: uint8 [1, 1, 1]\n\
+         /weights/w2: uint8 [2, 2, 2]\n\
+         /optimizer/lr: 0.001\n\
+         /optimizer/state/0: uint8 [3, 3, 3]\n\
+         /optimizer/state/1: uint8 [4, 4, 4]\n\
+         /step: 1200\n\
+         /eval/table: ['id', 'score'] 3 rows [0.5, 0.25, 0.125]\n\
+         /eval/note: 'ok'\n\
+         /model: class Net:\n"
+    );
+    let stored = StowageCmd::new(&dir, &["put", "back", "out"]).ok();
+    assert!(
+        stored.starts_with("stored back (map, stowage-composite v1, "),
+        "{stored}"
+    );
+    let back = host.load("back").expect("load back");
+    // A .py file names no module: the class comes back without one.
+    let Value::Map(mut expected) = value else {
+        panic!("a map")
+    };
+    expected[4].1 = Value::ClassSource(ClassSource {
+        qualname: "Net".into(),
+        module: None,
+        source: "class Net:\n    layers = 2\n".into(),
+    });
+    assert_eq!(comparable(&back.value), comparable(&Value::Map(expected)));
+    let explained = StowageCmd::new(&dir, &["explain", "out"]).ok();
+    assert!(
+        explained.starts_with(
+            "candidates for part weights (weights.safetensors):\n  1. tensor (priority 10): \
+             accepted\n"
+        ),
+        "{explained}"
+    );
+}
+
+#[test]
+fn hostile_keys_never_make_a_path_outside_the_directory_and_round_trip() {
+    let dir = plugins_dir("composite-hostile");
+    let host = dir.host();
+    let keys = [
+        "../x",
+        "/abs",
+        "a/b",
+        "",
+        "ünï ✓",
+        ".hidden",
+        "..",
+        "skeleton",
+    ];
+    let mut entries: Vec<(String, Value)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ((*k).to_owned(), Value::List(vec![tensor(i as u8, 2)])))
+        .collect();
+    entries.push(("$part".into(), Value::String("not a reference".into())));
+    entries.push(("$$x".into(), Value::Int(1)));
+    entries.push((
+        "nested".into(),
+        Value::Map(vec![("$part".into(), Value::List(vec![tensor(9, 2)]))]),
+    ));
+    let value = Value::Map(entries);
+    host.save("hostile", &value, &[]).expect("save");
+    StowageCmd::new(&dir, &["get", "hostile", "-o", "sub/out"]).fails(
+        1,
+        "error: cannot write sub/out: No such file or directory (os error 2)",
+    );
+    fs::create_dir(dir.root.join("sub")).expect("sub");
+    StowageCmd::new(&dir, &["get", "hostile", "-o", "sub/out"]).ok();
+    // Only sub/out was created, and it holds plain files only.
+    let mut top: Vec<String> = fs::read_dir(dir.root.join("sub"))
+        .expect("sub")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["out"]);
+    let mut files: Vec<String> = fs::read_dir(dir.root.join("sub/out"))
+        .expect("out")
+        .map(|e| {
+            let e = e.expect("entry");
+            assert!(e.file_type().expect("type").is_file());
+            e.file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "%.0.safetensors",
+            "%.abs.0.safetensors",
+            "%2E%2E.0.safetensors",
+            "%2E%2E.x.0.safetensors",
+            "%2Ehidden.0.safetensors",
+            "a.b.0.safetensors",
+            "nested.%24part.0.safetensors",
+            "skeleton.0.safetensors",
+            "skeleton.json",
+            "%C3%BCn%C3%AF%20%E2%9C%93.0.safetensors",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+    );
+    let skeleton: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.root.join("sub/out/skeleton.json")).expect("read"))
+            .expect("json");
+    assert_eq!(skeleton["$$part"], "not a reference");
+    assert_eq!(skeleton["$$$x"], 1);
+    assert_eq!(
+        skeleton["nested"]["$$part"][0]["$file"],
+        "nested.%24part.0.safetensors"
+    );
+    StowageCmd::new(&dir, &["put", "back", "sub/out"]).ok();
+    assert_eq!(host.load("back").expect("load").value, value);
+}
+
+#[test]
+fn put_dir_refuses_references_that_leave_the_directory() {
+    let dir = plugins_dir("composite-put-hostile");
+    let out = dir.root.join("d");
+    fs::create_dir(&out).expect("d");
+    fs::write(dir.root.join("secret.safetensors"), b"x").expect("secret");
+    for (file, reason) in [
+        (
+            "../secret.safetensors",
+            "the reference at a names ../secret.safetensors, which is not a part file name",
+        ),
+        (
+            "/etc/passwd",
+            "the reference at a names /etc/passwd, which is not a part file name",
+        ),
+        (
+            "skeleton.json",
+            "the reference at a names skeleton.json, which is not a part file name",
+        ),
+    ] {
+        let doc = serde_json::json!({"a": {"$part": "a", "$file": file, "$kind": "tensor"}});
+        fs::write(out.join("skeleton.json"), doc.to_string()).expect("write");
+        StowageCmd::new(&dir, &["put", "x", "d"]).fails(
+            1,
+            &format!("error: cannot store x: {}: {reason}", "d/skeleton.json"),
+        );
+    }
+    std::os::unix::fs::symlink(
+        dir.root.join("secret.safetensors"),
+        out.join("link.safetensors"),
+    )
+    .expect("symlink");
+    let doc =
+        serde_json::json!({"a": {"$part": "a", "$file": "link.safetensors", "$kind": "tensor"}});
+    fs::write(out.join("skeleton.json"), doc.to_string()).expect("write");
+    StowageCmd::new(&dir, &["put", "x", "d"]).fails(
+        1,
+        &format!(
+            "error: cannot store x: {} is not a regular file",
+            "d/link.safetensors"
+        ),
+    );
+    let doc = serde_json::json!({"$oops": 1, "a": {"$part": "a", "$file": "a.safetensors", "$kind": "tensor"}});
+    fs::write(out.join("skeleton.json"), doc.to_string()).expect("write");
+    StowageCmd::new(&dir, &["put", "x", "d"]).fails(
+        1,
+        &format!(
+            "error: cannot store x: {}: key $oops at / is reserved (a user key starting with $ is written $$)",
+            "d/skeleton.json"
+        ),
+    );
+    assert_eq!(
+        dir.host()
+            .store()
+            .expect("store")
+            .get("x")
+            .expect_err("nothing stored")
+            .to_string(),
+        "no artifact named x"
+    );
 }
