@@ -130,7 +130,10 @@ fn main() {
         store.remove("composite").expect("rm composite");
         store.remove("tensor_map").expect("rm tensor_map");
     }
-    for (i, what) in ["save", "load (verified)", "load_mapped"].iter().enumerate() {
+    for (i, what) in ["save", "load (verified)", "load_mapped"]
+        .iter()
+        .enumerate()
+    {
         let (c, t) = (median(ours[i].clone()), median(theirs[i].clone()));
         let ratio = t.as_secs_f64() / c.as_secs_f64();
         println!(

@@ -37,8 +37,9 @@
 //! [`PARALLEL_HASH_MIN`] handed to one `write` is hashed on a second thread
 //! while this one writes it (both read the same memory: no copy, no second
 //! pass over the bytes), and a raw file's writeback is started every
-//! [`WRITEBACK_CHUNK`] with `sync_file_range`, so the disk works while the
-//! rest is produced and the fsync at commit has little left. Plugins hand a
+//! [`WRITEBACK_CHUNK`] with `sync_file_range` (and for its tail when the
+//! blob ends), so the disk works while the rest is produced and the fsync
+//! at commit has little left. Plugins hand a
 //! tensor's data to the sink in one call, so a large save gets both. The
 //! thread is scoped to the call; if none can be spawned, the slice is
 //! hashed inline as a small one is.
@@ -486,8 +487,14 @@ impl<'s> ArtifactWriter<'s> {
                 }
             }
             Sink::Raw(file, temp) => {
-                file.into_inner()
+                let file = file
+                    .into_inner()
                     .map_err(|e| StoreError::io(temp.path(), e.into_error()))?;
+                // The tail after the last chunk boundary: its writeback
+                // starts now too, while the next blob (a composite's next
+                // part) is produced, not at the commit's fsync.
+                let tail = cur.size % WRITEBACK_CHUNK;
+                sys::start_writeback(&file, cur.size - tail, tail);
                 failpoint::hit("after-blob");
                 Body::Temp { temp, zstd: false }
             }
