@@ -1049,6 +1049,53 @@ mod tests {
         assert_eq!(paths, [("w", Kind::TensorMap), ("l/0", Kind::Tensor)]);
     }
 
+    fn part(path: &str, encoding: &str) -> PartRecord {
+        PartRecord {
+            path: path.into(),
+            encoding: encoding.into(),
+            ..PartRecord::default()
+        }
+    }
+
+    #[test]
+    fn part_file_names_are_plain_unique_and_escaped() {
+        let parts = [
+            part("weights", "safetensors"),
+            part("../x/0", "safetensors"),
+            part("", "arrow-ipc-file"),
+            part("a.b", "python-class-source"),
+            part("a/b", "python-class-source"),
+            part("skeleton", "other"),
+            part("a/b", "python-class-source"),
+        ];
+        assert_eq!(
+            part_file_names(&parts),
+            [
+                "weights.safetensors",
+                "%2E%2E.x.0.safetensors",
+                "%.arrow",
+                "a%2Eb.py",
+                "a.b.py",
+                "skeleton.bin",
+                "a.b~6.py",
+            ]
+        );
+        let long = part(&"é".repeat(200), "safetensors");
+        let name = &part_file_names(&[long])[0];
+        assert!(name.len() <= 255 && is_plain_file_name(name), "{name}");
+    }
+
+    #[test]
+    fn dollar_keys_are_escaped_once_more_and_unescaped_back() {
+        assert_eq!(escape_key("$part"), "$$part");
+        assert_eq!(escape_key("$$x"), "$$$x");
+        assert_eq!(escape_key("plain"), "plain");
+        assert_eq!(unescape_key("$$part"), Some("$part"));
+        assert_eq!(unescape_key("$$$x"), Some("$$x"));
+        assert_eq!(unescape_key("$part"), None);
+        assert_eq!(unescape_key("plain"), Some("plain"));
+    }
+
     #[test]
     fn plain_data_and_empty_containers_are_not_composites() {
         assert!(!is_composite(&Value::Map(vec![(
