@@ -30,14 +30,16 @@ use std::io::{self, Write};
 
 use stowage_plugin_api::encodings::{ARROW_IPC_FILE, SAFETENSORS};
 
+use crate::composite::{FileRef, Skeleton, COMPOSITE_NAME};
 use crate::registry::{
-    DispatchError, DispatchTable, Dispatched, Failure, Route, Skipped, Work, WrittenBy,
+    DispatchError, DispatchTable, Dispatched, Failure, PartSink, Route, Skipped, Work, WrittenBy,
 };
 use crate::serializer::{ArtifactMeta, BlobSink, Written};
 use crate::store::{
     ArtifactWriter, BlobData, BlobLayout, PendingArtifact, Record, RecordMeta, Store, StoreError,
     Verify,
 };
+use crate::text::quote_capped;
 use crate::value::{Buffer, Value};
 use crate::{Action, Error};
 
@@ -153,6 +155,32 @@ pub(crate) fn put_file(
     })
 }
 
+/// Stores a composite read from a directory (`put NAME DIR`): the
+/// skeleton tree and each part file, ingested by the plugin that
+/// recognises it (see [`DispatchTable::ingest_composite`]).
+pub(crate) fn put_composite(
+    table: &DispatchTable,
+    store: &Store,
+    name: &str,
+    kind: crate::value::Kind,
+    tree: &rmpv::Value,
+    files: &[(FileRef, &[u8])],
+    source: &str,
+) -> Result<Saved, Error> {
+    store.check_write(name)?;
+    let mut new_sink = |route: &Route| StoreSink::new(store, name, route, &|_| {});
+    let dispatched = table
+        .ingest_composite(kind, tree, files, &mut new_sink)
+        .map_err(|e| Error::storing(name, e))?;
+    let (sink, written) = dispatched.output;
+    let pending = sink.finish(&dispatched.route, written, source)?;
+    let record = commit_one(store, pending)?;
+    Ok(Saved {
+        record,
+        skipped: dispatched.skipped,
+    })
+}
+
 /// The record and blobs of `name`, re-hashed or mapped as `verify` says.
 pub(crate) fn load_raw(
     store: &Store,
@@ -259,14 +287,70 @@ pub(crate) fn describe(
     writer: &WrittenBy,
     blobs: &[(String, Buffer)],
 ) -> Result<Dispatched<String>, Error> {
-    let dispatched =
+    let mut part_skipped = Vec::new();
+    let mut dispatched =
         table.with_reader(meta, writer, "describe", &mut |serializer| {
+            if serializer.info().name == COMPOSITE_NAME {
+                return describe_composite(table, meta, blobs, &mut part_skipped);
+            }
             Work::from(serializer.describe(meta, blobs).map(|rendering| {
                 rendering.unwrap_or_else(|| crate::loader::generic_description(meta))
             }))
         })?;
+    dispatched.skipped.extend(part_skipped);
     Ok(dispatched)
 }
+
+/// A composite's WIRE rendering: a header line, one line per part (its own
+/// reader's rendering, or why it has none: a part whose plugin is missing
+/// is named, the others still shown), then the skeleton as JSON.
+fn describe_composite(
+    table: &DispatchTable,
+    meta: &ArtifactMeta,
+    blobs: &[(String, Buffer)],
+    skipped: &mut Vec<Skipped>,
+) -> Work<String> {
+    let skeleton = match Skeleton::decode(blobs) {
+        Ok(skeleton) => skeleton,
+        Err(error) => return Work::Failed(error),
+    };
+    let mut out = format!(
+        "{} ({} v{}), {} parts:",
+        meta.obj_type,
+        meta.encoding,
+        meta.encoding_version,
+        skeleton.parts.len()
+    );
+    for part in &skeleton.parts {
+        let (part_meta, part_blobs) = Skeleton::part_input(part, blobs);
+        let writer = WrittenBy::new(&part.serializer, &part.serializer_version);
+        let rendering = match describe(table, &part_meta, &writer, &part_blobs) {
+            Ok(dispatched) => {
+                skipped.extend(dispatched.skipped);
+                dispatched.output
+            }
+            Err(error) => format!("cannot describe: {error}"),
+        };
+        out.push_str(&format!(
+            "\n  {}: {}",
+            part.path,
+            rendering.replace('\n', "\n    ")
+        ));
+    }
+    let json = skeleton.to_json(&|_, part| serde_json::json!({ "$part": part.path }));
+    let json = match json {
+        Ok(json) => json.to_string(),
+        Err(error) => format!("({error})"),
+    };
+    out.push_str(&format!(
+        "\nskeleton: {}",
+        quote_capped(&json, SHOWN_SKELETON)
+    ));
+    Work::Done(out)
+}
+
+/// Characters of a composite's skeleton `show` prints.
+const SHOWN_SKELETON: usize = 400;
 
 /// The metadata a reader sees for a record.
 pub fn artifact_meta(record: &Record) -> ArtifactMeta {
@@ -401,6 +485,7 @@ impl<'s, 'p> StoreSink<'s, 'p> {
             serializer_version: route.serializer.info().version.to_string(),
             serializer_info: info,
             caller_type: None,
+            parts: written.parts,
         };
         Ok(self.writer.finish(meta)?)
     }
@@ -427,6 +512,21 @@ impl BlobSink for StoreSink<'_, '_> {
 
     fn take_host_failure(&mut self) -> Option<StoreError> {
         self.failure.take()
+    }
+}
+
+impl PartSink for StoreSink<'_, '_> {
+    /// The composite's skeleton is written after its parts, so one blob is
+    /// kept for it: the limit counts every part's blobs plus the skeleton.
+    fn adopt(&mut self, prefix: &str, part: Self) -> Result<Vec<(String, String)>, Failure> {
+        let total = self.writer.blob_count() + part.writer.blob_count() + 1;
+        if total > MAX_BLOBS_PER_ARTIFACT {
+            return Err(DispatchError::BlobLimit {
+                limit: MAX_BLOBS_PER_ARTIFACT,
+            }
+            .into());
+        }
+        Ok(self.writer.adopt(prefix, part.writer)?)
     }
 }
 

@@ -190,6 +190,7 @@ fn write_blob(value: &Value, sink: &mut dyn BlobSink) -> Result<Written, CallErr
         encoding: MSGPACK.to_owned(),
         encoding_version: MSGPACK_FORMAT_VERSION,
         info: Vec::new(),
+        parts: Vec::new(),
     })
 }
 

@@ -356,6 +356,23 @@ impl Host {
         )
     }
 
+    /// Stores a composite from a directory export read back (`stowage put
+    /// NAME DIR`): `tree` and `files` as [`crate::composite::skeleton_from_json`]
+    /// gives them, each file's bytes beside its reference.
+    #[doc(hidden)]
+    pub fn put_composite(
+        &self,
+        name: &str,
+        kind: crate::value::Kind,
+        tree: &rmpv::Value,
+        files: &[(crate::composite::FileRef, &[u8])],
+        source: &str,
+    ) -> Result<Saved, Error> {
+        let store = self.store()?;
+        let table = &self.snapshot().table;
+        artifact::put_composite(table, &store, name, kind, tree, files, source)
+    }
+
     /// The record and blobs of `name`: re-hashed ([`Verify::Hash`]) or
     /// mapped as they are ([`Verify::None`]).
     pub fn load_raw(

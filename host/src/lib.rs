@@ -25,11 +25,13 @@
 //! [`config`] reads the configuration, [`loader`] opens one library (the
 //! only module that touches the ABI), [`lifecycle`] computes states,
 //! [`registry`] dispatches, [`artifact`] saves and loads through the
-//! [`store`], [`fallback`] is the built-in serializer, [`value`] is the
+//! [`store`], [`fallback`] is the built-in serializer, [`composite`] the
+//! built-in serializer of structures with non-plain leaves, [`value`] is the
 //! public value type and [`mod@error`] the error every call returns. See
 //! ARCHITECTURE.md.
 
 pub mod artifact;
+pub mod composite;
 pub mod config;
 pub mod error;
 pub mod fallback;

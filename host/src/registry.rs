@@ -30,15 +30,29 @@
 //! artifact name in front (`cannot store NAME: …`).
 //! Decision: the error stays one line (the CLI contract); a plugin's message
 //! is quoted up to [`MAX_QUOTED_MESSAGE`] characters.
+//!
+//! Composites (SPEC §15) recurse through the same loop: when the built-in
+//! `composite` route (recognised by its reserved name) wins a list or map,
+//! each part the value splits into ([`crate::composite::split`]) is
+//! dispatched by `DispatchTable::serialize` exactly as a top-level value,
+//! so plugins take their kinds inside a composite too; a composite's load
+//! dispatches each part to its own reader the same way. A part that no
+//! serializer takes (or no reader reads) stops the whole dispatch with
+//! [`DispatchError::Part`], naming the part's path in front of the part's
+//! own error (`eval/table: no serializer …`); the composite is not blamed
+//! for it and no later candidate is tried (none could take the value).
+//! Failed candidates skipped inside parts are reported with the whole
+//! dispatch's.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::composite::{self, Skeleton, COMPOSITE_NAME, SKELETON_BLOB};
 use crate::serializer::{
-    ArtifactMeta, BlobSink, CallError, CallValue, ErrorKind, Serializer, Written,
+    ArtifactMeta, BlobSink, CallError, CallValue, ErrorKind, MemorySink, Serializer, Written,
 };
-use crate::store::StoreError;
+use crate::store::{PartRecord, StoreError};
 use crate::text::quote_capped;
 use crate::value::{Buffer, Kind, Value};
 
@@ -237,6 +251,33 @@ pub enum DispatchError {
         /// The plugin.
         plugin: String,
     },
+    /// A part of a composite found no serializer (or reader): the part's
+    /// path, then its own error.
+    #[error("{path}: {error}")]
+    Part {
+        /// The part's path in the structure.
+        path: String,
+        /// Why its dispatch failed.
+        error: Box<DispatchError>,
+    },
+    /// A composite's parts hold more blobs than one artifact may.
+    #[error("more than {limit} blobs in one artifact, counting every part's")]
+    BlobLimit {
+        /// The per-artifact limit.
+        limit: usize,
+    },
+    /// A composite's skeleton blob could not be written.
+    #[error("cannot write the skeleton: {message}")]
+    Skeleton {
+        /// Why.
+        message: String,
+    },
+    /// A composite nests deeper than the fallback's limit.
+    #[error("the value nests deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
     /// A reader failed after part of its export had reached the output,
     /// so no other reader could be tried.
     #[error("{plugin} failed after writing part of the file: {}", cause(.error))]
@@ -419,29 +460,179 @@ impl DispatchTable {
     /// winner's is returned with its metadata. A failure on the host side
     /// of the sink (the store) stops the dispatch with that error: no
     /// candidate is blamed and no other is tried.
-    pub(crate) fn serialize<S: BlobSink>(
+    pub(crate) fn serialize<S: PartSink>(
         &self,
         value: &Value,
         call_options: &[(String, String)],
         new_sink: &mut dyn FnMut(&Route) -> Result<S, Failure>,
     ) -> Result<Dispatched<(S, Written)>, Failure> {
+        let value = composite::group_top(value);
+        let value = value.as_ref();
         let call_value = CallValue::new(value);
         let mut log = Log::default();
+        let mut part_skipped = Vec::new();
         let winner = walk(
             &mut log,
             self.for_kind(value.kind()),
             Self::value_probe(&call_value, call_options),
             "serialize",
             |route, options| {
+                if route.name == COMPOSITE_NAME {
+                    return self.serialize_composite(route, value, new_sink, &mut part_skipped);
+                }
                 write_blobs(route, "serialize", new_sink, |serializer, sink| {
                     serializer.serialize(&call_value, &options, sink)
                 })
             },
         )?;
-        log.finish(winner, |attempts| DispatchError::NoSerializer {
+        let mut dispatched = log.finish(winner, |attempts| DispatchError::NoSerializer {
             kind: value.kind(),
             attempts,
+        })?;
+        dispatched.skipped.extend(part_skipped);
+        Ok(dispatched)
+    }
+
+    /// The composite's work: each part dispatched on its own (with a sink
+    /// of its own, so a failed candidate leaves nothing behind), its blobs
+    /// adopted into the composite's sink, then the skeleton written last.
+    fn serialize_composite<S: PartSink>(
+        &self,
+        route: &Route,
+        value: &Value,
+        new_sink: &mut dyn FnMut(&Route) -> Result<S, Failure>,
+        skipped: &mut Vec<Skipped>,
+    ) -> Work<(S, Written)> {
+        let split = match composite::split(value) {
+            Ok(split) => split,
+            Err(composite::SplitError::TooDeep { limit }) => {
+                return Work::Stopped(DispatchError::TooDeep { limit }.into())
+            }
+        };
+        let mut sink = match new_sink(route) {
+            Ok(sink) => sink,
+            Err(error) => return Work::Stopped(error),
+        };
+        let mut parts = Vec::with_capacity(split.leaves.len());
+        for (i, leaf) in split.leaves.iter().enumerate() {
+            let dispatched = match self.serialize(&leaf.value, &[], new_sink) {
+                Ok(dispatched) => dispatched,
+                Err(error) => return Work::Stopped(in_part(&leaf.path, error)),
+            };
+            skipped.extend(dispatched.skipped);
+            let (part_sink, written) = dispatched.output;
+            let blobs = match sink.adopt(&format!("p{i}."), part_sink) {
+                Ok(blobs) => blobs,
+                Err(error) => return Work::Stopped(error),
+            };
+            let part_route = &dispatched.route;
+            let mut info = written.info;
+            info.sort();
+            info.dedup_by(|b, a| a.0 == b.0);
+            parts.push(PartRecord {
+                path: leaf.path.clone(),
+                kind: leaf.value.kind().name().to_owned(),
+                obj_type: written.obj_type,
+                encoding: written.encoding,
+                encoding_version: written.encoding_version,
+                serializer: part_route.name.clone(),
+                serializer_version: part_route.version(),
+                serializer_info: info,
+                blobs,
+            });
+        }
+        let skeleton = composite::encode_skeleton(&split.tree, &parts);
+        let wrote = sink
+            .begin_blob(SKELETON_BLOB)
+            .and_then(|()| sink.write(&skeleton));
+        if let Some(error) = sink.take_host_failure() {
+            return Work::Stopped(Failure::Store(error));
+        }
+        match wrote {
+            Ok(()) => Work::Done((sink, composite::written(value, parts))),
+            Err(message) => Work::Failed(CallError::new(ErrorKind::Internal, message)),
+        }
+    }
+
+    /// Stores a composite whose parts are files (`put NAME DIR`): `tree`
+    /// is the skeleton, `files` each part's reference and bytes in
+    /// reference order. Each file is ingested by the plugin whose `sniff`
+    /// claims it, exactly as `put FILE` would; the composite must be
+    /// active.
+    pub(crate) fn ingest_composite<S: PartSink>(
+        &self,
+        kind: Kind,
+        tree: &rmpv::Value,
+        files: &[(composite::FileRef, &[u8])],
+        new_sink: &mut dyn FnMut(&Route) -> Result<S, Failure>,
+    ) -> Result<Dispatched<(S, Written)>, Failure> {
+        let route = self
+            .route(COMPOSITE_NAME)
+            .ok_or_else(|| DispatchError::NotActive {
+                plugin: COMPOSITE_NAME.to_owned(),
+            })?;
+        let mut sink = new_sink(route)?;
+        let mut skipped = Vec::new();
+        let mut parts = Vec::with_capacity(files.len());
+        for (i, (file_ref, file)) in files.iter().enumerate() {
+            let prefix = &file[..file.len().min(stowage_plugin_api::SNIFF_PREFIX_LEN)];
+            let dispatched = self
+                .ingest(file, prefix, None, &[], new_sink)
+                .map_err(|error| in_part(&file_ref.path, error))?;
+            skipped.extend(dispatched.skipped);
+            let (part_sink, written) = dispatched.output;
+            let blobs = sink.adopt(&format!("p{i}."), part_sink)?;
+            let mut info = written.info;
+            info.sort();
+            info.dedup_by(|b, a| a.0 == b.0);
+            parts.push(PartRecord {
+                path: file_ref.path.clone(),
+                kind: file_ref.kind.clone(),
+                obj_type: written.obj_type,
+                encoding: written.encoding,
+                encoding_version: written.encoding_version,
+                serializer: dispatched.route.name.clone(),
+                serializer_version: dispatched.route.version(),
+                serializer_info: info,
+                blobs,
+            });
+        }
+        let skeleton = composite::encode_skeleton(tree, &parts);
+        let wrote = sink
+            .begin_blob(SKELETON_BLOB)
+            .and_then(|()| sink.write(&skeleton));
+        if let Some(error) = sink.take_host_failure() {
+            return Err(Failure::Store(error));
+        }
+        if let Err(message) = wrote {
+            return Err(DispatchError::Skeleton { message }.into());
+        }
+        let mut written = composite::written(&Value::Null, parts);
+        written.obj_type = kind.name().to_owned();
+        Ok(Dispatched {
+            route: Arc::clone(route),
+            output: (sink, written),
+            skipped,
         })
+    }
+
+    /// What `serialize` would do with each part of a composite value, part
+    /// by part (`explain` per leaf): `(path, candidates)`. Empty unless
+    /// the composite would take the value.
+    pub fn explain_parts(&self, value: &Value) -> Vec<(String, Vec<Attempt>)> {
+        let value = composite::group_top(value);
+        match self.first_acceptor(&value) {
+            Some(route) if route.name == COMPOSITE_NAME => {}
+            _ => return Vec::new(),
+        }
+        let Ok(split) = composite::split(&value) else {
+            return Vec::new();
+        };
+        split
+            .leaves
+            .iter()
+            .map(|leaf| (leaf.path.clone(), self.explain_value(&leaf.value)))
+            .collect()
     }
 
     /// The candidate `serialize` would hand the value to: the first route
@@ -449,7 +640,8 @@ impl DispatchTable {
     /// counted and skipped as in `serialize`; nothing is allocated for
     /// declining candidates.
     pub fn first_acceptor(&self, value: &Value) -> Option<&Arc<Route>> {
-        let call_value = CallValue::new(value);
+        let value = composite::group_top(value);
+        let call_value = CallValue::new(&value);
         let probe = Self::value_probe(&call_value, &[]);
         match walk(&mut NoLog, self.for_kind(value.kind()), probe, "", accept) {
             Ok(Some((route, ()))) => Some(route),
@@ -460,7 +652,8 @@ impl DispatchTable {
     /// What `serialize` would do with `value`, candidate by candidate, up to
     /// the winner (later ones are "not asked"): `stowage explain --json`.
     pub fn explain_value(&self, value: &Value) -> Vec<Attempt> {
-        let call_value = CallValue::new(value);
+        let value = composite::group_top(value);
+        let call_value = CallValue::new(&value);
         explain(
             self.for_kind(value.kind()),
             Self::value_probe(&call_value, &[]),
@@ -470,7 +663,17 @@ impl DispatchTable {
     /// What `ingest` would do with a file starting with `prefix`, up to the
     /// plugin whose `sniff` claims it: `stowage explain FILE`.
     pub fn explain_file(&self, prefix: &[u8]) -> Vec<Attempt> {
-        explain(&self.ordered, Self::sniff_probe(prefix, None))
+        explain(&self.sniffers(), Self::sniff_probe(prefix, None))
+    }
+
+    /// The routes asked about a file: every active one but the composite,
+    /// which reads directories, never files.
+    fn sniffers(&self) -> Vec<Arc<Route>> {
+        self.ordered
+            .iter()
+            .filter(|r| r.name != COMPOSITE_NAME)
+            .cloned()
+            .collect()
     }
 
     /// Ingests a file with the first plugin whose `sniff` claims it and
@@ -484,9 +687,10 @@ impl DispatchTable {
         call_options: &[(String, String)],
         new_sink: &mut dyn FnMut(&Route) -> Result<S, Failure>,
     ) -> Result<Dispatched<(S, Written)>, Failure> {
+        let sniffers = self.sniffers();
         let candidates: &[Arc<Route>] = match only {
-            Some(name) => match self.ordered.iter().position(|r| r.name == name) {
-                Some(at) => &self.ordered[at..=at],
+            Some(name) => match sniffers.iter().position(|r| r.name == name) {
+                Some(at) => &sniffers[at..=at],
                 None => {
                     return Err(DispatchError::NotActive {
                         plugin: name.to_owned(),
@@ -494,7 +698,7 @@ impl DispatchTable {
                     .into())
                 }
             },
-            None => &self.ordered,
+            None => &sniffers,
         };
         let mut log = Log::default();
         let winner = walk(
@@ -566,9 +770,42 @@ impl DispatchTable {
         writer: &WrittenBy,
         blobs: &[(String, Buffer)],
     ) -> Result<Dispatched<Value>, Failure> {
-        self.with_reader(meta, writer, "deserialize", &mut |s| {
+        let mut part_skipped = Vec::new();
+        let mut dispatched = self.with_reader(meta, writer, "deserialize", &mut |s| {
+            if s.info().name == COMPOSITE_NAME {
+                return self.deserialize_composite(blobs, &mut part_skipped);
+            }
             Work::from(s.deserialize(meta, blobs))
-        })
+        })?;
+        dispatched.skipped.extend(part_skipped);
+        Ok(dispatched)
+    }
+
+    /// Reads a composite: each part by the first reader of its own
+    /// encoding (blobs shared, so a mapped load maps every part), then the
+    /// structure rebuilt around them.
+    fn deserialize_composite(
+        &self,
+        blobs: &[(String, Buffer)],
+        skipped: &mut Vec<Skipped>,
+    ) -> Work<Value> {
+        let skeleton = match Skeleton::decode(blobs) {
+            Ok(skeleton) => skeleton,
+            Err(error) => return Work::Failed(error),
+        };
+        let mut values = Vec::with_capacity(skeleton.parts.len());
+        for part in &skeleton.parts {
+            let (meta, part_blobs) = Skeleton::part_input(part, blobs);
+            let writer = WrittenBy::new(&part.serializer, &part.serializer_version);
+            match self.deserialize(&meta, &writer, &part_blobs) {
+                Ok(dispatched) => {
+                    skipped.extend(dispatched.skipped);
+                    values.push(dispatched.output);
+                }
+                Err(error) => return Work::Stopped(in_part(&part.path, error)),
+            }
+        }
+        Work::from(skeleton.rebuild(values))
     }
 
     /// The question a value's candidates answer before any work: are the
@@ -613,6 +850,41 @@ impl DispatchTable {
             })
         };
         ("sniff", probe)
+    }
+}
+
+/// A part's failure as the composite's: a dispatch error gets the part's
+/// path in front; a host-side failure stays what it is.
+pub(crate) fn in_part(path: &str, failure: Failure) -> Failure {
+    match failure {
+        Failure::NoWinner(error @ DispatchError::BlobLimit { .. }) => Failure::NoWinner(error),
+        Failure::NoWinner(error) => Failure::NoWinner(DispatchError::Part {
+            path: path.to_owned(),
+            error: Box::new(error),
+        }),
+        other => other,
+    }
+}
+
+/// A sink a composite's parts are written through: each part goes to a
+/// fresh sink of its own, and the winner's blobs are then moved into the
+/// composite's.
+pub(crate) trait PartSink: BlobSink + Sized {
+    /// Moves every blob of `part` into this sink, each renamed `prefix` +
+    /// its name; returns `(name, new name)` per blob. A limit the store
+    /// keeps is a [`DispatchError::BlobLimit`].
+    fn adopt(&mut self, prefix: &str, part: Self) -> Result<Vec<(String, String)>, Failure>;
+}
+
+impl PartSink for MemorySink {
+    fn adopt(&mut self, prefix: &str, part: Self) -> Result<Vec<(String, String)>, Failure> {
+        let mut names = Vec::with_capacity(part.blobs.len());
+        for (name, data) in part.blobs {
+            let renamed = format!("{prefix}{name}");
+            names.push((name, renamed.clone()));
+            self.blobs.push((renamed, data));
+        }
+        Ok(names)
     }
 }
 

@@ -30,7 +30,7 @@ use stowage_plugin_api::abi::{INTERFACE_MAJOR, INTERFACE_MINOR};
 pub use stowage_plugin_api::ErrorKind;
 
 use crate::loader::convert::PreparedValue;
-use crate::store::StoreError;
+use crate::store::{PartRecord, StoreError};
 use crate::value::{Buffer, Kind, Value};
 
 /// What a serializer declared about itself, validated.
@@ -155,6 +155,8 @@ pub struct Written {
     pub encoding_version: u32,
     /// `serializer_info`.
     pub info: Vec<(String, String)>,
+    /// A composite's parts (empty for every other serializer).
+    pub parts: Vec<PartRecord>,
 }
 
 /// Metadata of a stored artifact, as handed to `deserialize` and friends.

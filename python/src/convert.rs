@@ -31,6 +31,13 @@
 //! longdouble) are the usual `TypeError`.
 //! Decision: an Arrow table with no batches (an empty pyarrow table) is
 //! saved as one empty batch of its schema, so the schema survives.
+//! Decision (composites, SPEC §15): a dict *inside* a list, tuple or dict
+//! is always a map, even when all its values are arrays: the host's
+//! grouping rule then stores it as one `tensor_map` part, exactly as a
+//! Rust map of tensors, so a nested structure is stored alike from both
+//! languages (the top-level `dict[str, ndarray]` is a `tensor_map`
+//! either way). A nested structure with arrays, tables or classes is a
+//! composite and loads back as the same structure, tuples as lists.
 
 use std::ffi::c_int;
 use std::sync::Arc;
@@ -99,14 +106,14 @@ pub fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(list) = obj.cast::<PyList>() {
         return list
             .iter()
-            .map(|item| to_value(&item))
+            .map(|item| nested(&item))
             .collect::<PyResult<_>>()
             .map(Value::List);
     }
     if let Ok(tuple) = obj.cast::<PyTuple>() {
         return tuple
             .iter()
-            .map(|item| to_value(&item))
+            .map(|item| nested(&item))
             .collect::<PyResult<_>>()
             .map(Value::List);
     }
@@ -167,11 +174,25 @@ fn map(dict: &Bound<'_, PyDict>) -> PyResult<Value> {
             .extract()?;
         return Ok(Value::TensorMap(TensorMap { tensors, metadata }));
     }
+    entries(dict)
+}
+
+/// A dict's entries as a map, whatever its values.
+fn entries(dict: &Bound<'_, PyDict>) -> PyResult<Value> {
     let mut entries = Vec::with_capacity(dict.len());
     for (key, item) in dict.iter() {
-        entries.push((key_of(&key)?, to_value(&item)?));
+        entries.push((key_of(&key)?, nested(&item)?));
     }
     Ok(Value::Map(entries))
+}
+
+/// A value inside a list, tuple or dict: a dict is always a map there (see
+/// the composites decision in the module header).
+fn nested(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    match obj.cast::<PyDict>() {
+        Ok(dict) => entries(dict),
+        Err(_) => to_value(obj),
+    }
 }
 
 /// A tensor borrowing the array's buffer (after `prepare_array` made it

@@ -310,6 +310,7 @@ def test_config_less_host_has_the_bundled_plugins_and_stores_in_dot_store(tmp_pa
         "arrow": ("active", "bundled"),
         "class-source": ("active", "bundled"),
         "msgpack": ("active", "builtin"),
+        "composite": ("active", "builtin"),
     }
     h.save("a", np.ones(2))
     assert (tmp_path / "store" / "index.log").exists()

@@ -29,6 +29,7 @@ def test_readme_python_example_runs_verbatim_without_a_config(tmp_path):
         "tensor active bundled\n"
         "arrow active bundled\n"
         "class-source active bundled\n"
+        "composite active builtin\n"
         "msgpack active builtin\n"
     )
     assert (tmp_path / "store" / "index.log").exists()

@@ -13,6 +13,18 @@
 //! `Host::save` would, recording the file as `source`.
 //! Decision: `verify` prints every problem on stdout and then fails with one
 //! summary line, so scripts see a non-zero exit and people see the list.
+//! Decision (composites, SPEC §15): `get NAME -o DIR` of a composite
+//! writes `skeleton.json` (the structure, each part as `{"$part": PATH,
+//! "$file": FILE, "$kind": KIND}`, plus `"$keys"` for a map of tensors
+//! grouped into one part; user keys starting with `$` get one more `$`)
+//! and each part as its standard file named by
+//! [`stowage::composite::part_file_names`] (never a path outside DIR),
+//! into a directory created whole like `--raw`'s. Each part is exported
+//! into memory first (the directory is written at once): a composite's
+//! export is not streamed. `put NAME DIR` reads such a directory back: each
+//! part file (a regular file directly in DIR, symlinks refused) is ingested
+//! by the plugin whose `sniff` claims it, as `put FILE` would, and
+//! `explain DIR` shows that decision part by part.
 //! Decision: human-readable listings (`ls`, `inspect`, `rm`, `verify`) print
 //! every value through `stowage::text::escape_control`; `ls` marks a record
 //! this build cannot read with `! unreadable: REASON` in place of its
@@ -24,9 +36,13 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use stowage::store::open_input;
+use stowage::composite::{
+    file_reference, part_file_names, skeleton_from_json, Skeleton, COMPOSITE_ENCODING,
+    SKELETON_FILE,
+};
+use stowage::store::{map_input, open_input};
 use stowage::text::escape_control;
-use stowage::{Host, Record, Value};
+use stowage::{Buffer, DispatchError, Host, Kind, Record, Value, WrittenBy};
 
 use super::output::{write_dir, FileOutput};
 use super::{print, read_limited, warn_skipped, JSON_INPUT_LIMIT};
@@ -56,7 +72,9 @@ pub fn put(
     options: Vec<(String, String)>,
 ) -> Result<()> {
     let source = file.display().to_string();
-    let saved = if json_input {
+    let saved = if !json_input && file.is_dir() {
+        put_dir(host, name, file)?
+    } else if json_input {
         let value = read_json(name, file)?;
         host.save_from(name, &value, &options, &source)?
     } else {
@@ -112,9 +130,12 @@ fn read_json(name: &str, file: &Path) -> Result<Value> {
 pub fn get(host: &Host, name: &str, output: Option<&Path>, raw: bool) -> Result<()> {
     // Look the name up before opening the output: an unknown name must not
     // create files or wait on a FIFO for a reader.
-    host.store()?.get(name)?;
+    let record = host.store()?.get(name)?;
     if raw {
         return get_raw(host, name, output);
+    }
+    if record.meta.encoding == COMPOSITE_ENCODING {
+        return get_composite(host, name, output);
     }
     let mut out = FileOutput::open(output)?;
     let exported = host.export_artifact(name, &mut out);
@@ -159,6 +180,123 @@ fn get_raw(host: &Host, name: &str, output: Option<&Path>) -> Result<()> {
             blobs.len()
         ),
     }
+}
+
+/// `get NAME -o DIR` of a composite (see the module docs).
+fn get_composite(host: &Host, name: &str, output: Option<&Path>) -> Result<()> {
+    let Some(dir) = output.filter(|p| *p != Path::new("-")) else {
+        bail!("{name} is a composite of several files; give -o DIR to write them");
+    };
+    let (_, blobs) = host.load_raw(name, stowage::Verify::Hash)?;
+    let blobs: Vec<(String, Buffer)> = blobs
+        .into_iter()
+        .map(|(blob, data)| (blob, Buffer::from_owner(data)))
+        .collect();
+    let skeleton = Skeleton::decode(&blobs)
+        .map_err(|e| anyhow::anyhow!("cannot load {name}: composite: {}", e.message))?;
+    let names = part_file_names(&skeleton.parts);
+    let json = skeleton
+        .to_json(&|i, _| file_reference(&skeleton, i, &names[i]))
+        .map_err(|e| anyhow::anyhow!("cannot export {name}: {e}; use --raw"))?;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::with_capacity(names.len() + 1);
+    let mut text = serde_json::to_vec_pretty(&json)?;
+    text.push(b'\n');
+    files.push((SKELETON_FILE.to_owned(), text));
+    for (part, file) in skeleton.parts.iter().zip(&names) {
+        let (meta, part_blobs) = Skeleton::part_input(part, &blobs);
+        let writer = WrittenBy::new(&part.serializer, &part.serializer_version);
+        let mut bytes = Vec::new();
+        let exported = host
+            .export(&meta, &writer, &part_blobs, &mut bytes)
+            .map_err(|error| match error {
+                stowage::Error::Dispatch(error) => stowage::Error::Dispatch(DispatchError::Part {
+                    path: part.path.clone(),
+                    error: Box::new(error),
+                }),
+                other => other,
+            })
+            .map_err(|error| stowage::Error::loading(name, error))?;
+        warn_skipped(&exported.skipped);
+        files.push((file.clone(), bytes));
+    }
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(file, bytes)| (file.as_str(), bytes.as_slice()))
+        .collect();
+    write_dir(dir, name, &refs)?;
+    print(&format!(
+        "wrote {} parts of {} and {SKELETON_FILE} to {}\n",
+        skeleton.parts.len(),
+        escape_control(name),
+        dir.display()
+    ))
+}
+
+/// The skeleton and part files of a directory export, each file mapped.
+type DirInput = (
+    Kind,
+    rmpv::Value,
+    Vec<(stowage::composite::FileRef, stowage::store::Input)>,
+);
+
+/// Reads `DIR/skeleton.json` and maps the part files it names; `what`
+/// prefixes errors (`cannot store NAME`).
+fn read_dir_input(dir: &Path, what: &str) -> Result<DirInput> {
+    let path = dir.join(SKELETON_FILE);
+    let Some(bytes) = read_limited(&path, JSON_INPUT_LIMIT)? else {
+        bail!("{what}: {} is larger than 64 MiB", path.display());
+    };
+    let json: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(json) => json,
+        Err(error) => bail!("{what}: {} is not a JSON document: {error}", path.display()),
+    };
+    let kind = match &json {
+        serde_json::Value::Array(_) => Kind::List,
+        serde_json::Value::Object(map) if !map.contains_key("$part") => Kind::Map,
+        _ => bail!("{what}: {} holds no list or map", path.display()),
+    };
+    let (tree, refs) = skeleton_from_json(&json)
+        .map_err(|e| anyhow::anyhow!("{what}: {}: {e}", path.display()))?;
+    let mut files = Vec::with_capacity(refs.len());
+    for file_ref in refs {
+        let file = dir.join(&file_ref.file);
+        match std::fs::symlink_metadata(&file) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => bail!("{what}: {} is not a regular file", file.display()),
+            Err(error) => bail!("{what}: cannot read {}: {error}", file.display()),
+        }
+        let input = map_input(&file)?;
+        files.push((file_ref, input));
+    }
+    Ok((kind, tree, files))
+}
+
+/// `put NAME DIR`: a composite's directory export read back.
+fn put_dir(host: &Host, name: &str, dir: &Path) -> Result<stowage::Saved> {
+    let (kind, tree, files) = read_dir_input(dir, &format!("cannot store {name}"))?;
+    let files: Vec<(stowage::composite::FileRef, &[u8])> = files
+        .iter()
+        .map(|(file_ref, input)| (file_ref.clone(), &input[..]))
+        .collect();
+    Ok(host.put_composite(name, kind, &tree, &files, &dir.display().to_string())?)
+}
+
+/// `explain DIR`: for each part file of a directory export, what `put`
+/// would ask and who would take it.
+pub fn explain_dir(host: &Host, dir: &Path) -> Result<()> {
+    let (_, _, files) = read_dir_input(dir, &format!("cannot explain {}", dir.display()))?;
+    let table = &host.snapshot().table;
+    let mut out = String::new();
+    for (file_ref, input) in &files {
+        let prefix = &input[..input.len().min(stowage_plugin_api::SNIFF_PREFIX_LEN)];
+        let attempts = table.explain_file(prefix);
+        out.push_str(&super::explanation(
+            &format!("part {} ({})", escape_control(&file_ref.path), file_ref.file),
+            &attempts,
+            "the first active plugin, in priority order (ties by name), whose sniff recognises the file",
+        ));
+    }
+    print(&out)
 }
 
 fn total_size(record: &Record) -> u64 {
@@ -269,6 +407,20 @@ pub fn inspect(host: &Host, name: &str, json_output: bool) -> Result<()> {
     let _ = writeln!(out, "record:      format v{}", record.format_version);
     for (key, value) in &m.serializer_info {
         let _ = writeln!(out, "info:        {} = {}", e(key), e(value));
+    }
+    for part in &m.parts {
+        let blobs: Vec<&str> = part.blobs.iter().map(|(_, blob)| blob.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "part:        {} = {}, {} v{} by {} {} ({})",
+            e(&part.path),
+            e(&part.kind),
+            e(&part.encoding),
+            part.encoding_version,
+            e(&part.serializer),
+            e(&part.serializer_version),
+            e(&blobs.join(", "))
+        );
     }
     for blob in &record.blobs {
         let _ = writeln!(

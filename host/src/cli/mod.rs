@@ -280,6 +280,9 @@ pub fn status_table(host: &Host) -> String {
         let detail = match (&s.awaiting, &s.last_error) {
             (Some(awaiting), _) => format!("awaiting {awaiting}"),
             (None, Some(error)) => error.clone(),
+            (None, None) if s.builtin && s.name == stowage::composite::COMPOSITE_NAME => {
+                "built-in composite (lists and maps with non-plain leaves)".to_owned()
+            }
             (None, None) if s.builtin => "built-in fallback".to_owned(),
             (None, None) => s
                 .library
@@ -370,6 +373,7 @@ fn explain(host: &Host, file: Option<&Path>, json: Option<&str>) -> Result<()> {
                 "the first active serializer claiming the kind, in priority order (ties by name), whose can_serialize accepts it",
             )
         }
+        (Some(path), None) if path.is_dir() => return data::explain_dir(host, path),
         (Some(path), None) => {
             // Only the prefix `put` would hand to `sniff` is read.
             let prefix = read_at_most(path, stowage_plugin_api::SNIFF_PREFIX_LEN as u64)?;

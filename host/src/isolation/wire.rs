@@ -442,6 +442,8 @@ impl<'a> Decoder<'a> {
             encoding: self.str("encoding")?,
             encoding_version: self.u32("encoding version")?,
             info: self.pairs("info")?,
+            // A plugin writes one value; only the built-in composite has parts.
+            parts: Vec::new(),
         })
     }
     fn finish(self) -> Result<(), WireError> {

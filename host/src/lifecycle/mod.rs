@@ -52,6 +52,7 @@ use std::time::{Instant, SystemTime};
 pub use resolve::ResolveError;
 pub use status::{Origin, PluginStatus, Snapshot, State};
 
+use crate::composite::{Composite, COMPOSITE_NAME};
 use crate::config::{Config, Isolation, PluginEntry, DEFAULT_TIMEOUT_MS};
 use crate::fallback::{Fallback, FALLBACK_NAME, FALLBACK_PRIORITY};
 use crate::isolation::process::runner_exe;
@@ -107,6 +108,7 @@ pub(crate) struct Lifecycle {
     stats: HashMap<String, Arc<Stats>>,
     states: HashMap<String, State>,
     fallback: Arc<Fallback>,
+    composite: Arc<Composite>,
     bundled_dirs: Vec<PathBuf>,
 }
 
@@ -234,9 +236,22 @@ impl Lifecycle {
         fallback.builtin = true;
         fallback.isolation = None;
         fallback.serializer = Some(Arc::clone(&self.fallback) as Arc<dyn Serializer>);
-        let mut candidates = vec![fallback];
+        let mut composite = new(
+            COMPOSITE_NAME.to_owned(),
+            Origin::Builtin,
+            None,
+            config.entry(COMPOSITE_NAME),
+        );
+        composite.builtin = true;
+        composite.isolation = None;
+        composite.serializer = Some(Arc::clone(&self.composite) as Arc<dyn Serializer>);
+        let mut candidates = vec![fallback, composite];
 
-        for entry in config.plugins.iter().filter(|e| e.name != FALLBACK_NAME) {
+        for entry in config
+            .plugins
+            .iter()
+            .filter(|e| e.name != FALLBACK_NAME && e.name != COMPOSITE_NAME)
+        {
             let path = config
                 .plugin_dir
                 .join(library_file_name(&entry.library_stem()));
@@ -564,7 +579,7 @@ fn effective_priority(candidate: &Candidate, info: &PluginInfo) -> u32 {
     let configured = candidate.entry.as_ref().and_then(|e| e.priority);
     if candidate.builtin {
         return configured
-            .unwrap_or(FALLBACK_PRIORITY)
+            .unwrap_or(info.default_priority)
             .min(FALLBACK_PRIORITY);
     }
     configured

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use semver::VersionReq;
 
 use super::status::{Origin, State};
+use crate::composite::COMPOSITE_NAME;
 use crate::config::{Isolation, PluginEntry};
 use crate::fallback::FALLBACK_NAME;
 use crate::loader::IsolatedPlugin;
@@ -153,6 +154,7 @@ pub(super) fn apply_toggles(
 pub(super) fn check_loaded(candidates: &mut [Candidate]) {
     let mut owners: HashMap<String, String> = HashMap::new();
     owners.insert(FALLBACK_NAME.to_owned(), "built-in fallback".to_owned());
+    owners.insert(COMPOSITE_NAME.to_owned(), "built-in composite".to_owned());
     for candidate in candidates.iter_mut() {
         if candidate.builtin || candidate.state == State::Disabled {
             continue;

@@ -71,6 +71,7 @@ fn written(meta: AbiMetadata) -> Written {
             .into_iter()
             .map(|p| (p.key.into_string(), p.value.into_string()))
             .collect(),
+        parts: Vec::new(),
     }
 }
 

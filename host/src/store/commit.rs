@@ -4,7 +4,8 @@
 //!
 //! 1. [`DirStore::ensure_ours`] — every pending artifact was written for this store.
 //! 2. [`make_large_blobs_durable`] — each large blob's temp file is fsynced
-//!    *before* the lock is taken, so the lock is held for metadata work only.
+//!    *before* the lock is taken, so the lock is held for metadata work only
+//!    (several at once, on a few threads: [`in_parallel`]).
 //! 3. lock + refresh — the in-process mutex and the `flock`, the format
 //!    marker re-read ([`DirStore::lock_for_write`]), then the log replayed up to
 //!    what other processes appended (`Tails::Truncate`).
@@ -32,7 +33,7 @@ use std::time::SystemTime;
 use super::error::IoContext;
 use super::index::Entry;
 use super::pack::PackWriter;
-use super::record::{self, BlobLocation, BlobRecord, PackLoc, Record, RECORD_FORMAT_VERSION};
+use super::record::{self, BlobLocation, BlobRecord, PackLoc, Record};
 use super::writer::{Body, PendingArtifact, TempFile};
 use super::{
     failpoint, missing_or_io, sync_dir, DirStore, Locked, StoreError, Tails, BLOBS_DIR, PACKS_DIR,
@@ -176,12 +177,13 @@ impl DirStore {
                     location,
                 });
             }
+            let format_version = record::format_version_for(&meta);
             plan.records.push(Record {
                 name,
                 meta,
                 blobs: blob_records,
                 created: created.clone(),
-                format_version: RECORD_FORMAT_VERSION,
+                format_version,
             });
         }
         plan
@@ -235,9 +237,8 @@ impl DirStore {
             rename.temp.disarm();
             touched_dirs.insert(parent);
         }
-        for dir in &touched_dirs {
-            sync_dir(dir)?;
-        }
+        let touched_dirs: Vec<_> = touched_dirs.into_iter().collect();
+        in_parallel(&touched_dirs, |dir| sync_dir(dir))?;
         if new_subdir {
             sync_dir(&blobs_dir)?;
         }
@@ -247,16 +248,65 @@ impl DirStore {
 
 /// Phase 2: fsyncs each large blob's temp file, before the lock is taken.
 fn make_large_blobs_durable(artifacts: &[PendingArtifact]) -> Result<(), StoreError> {
-    for artifact in artifacts {
-        for blob in &artifact.blobs {
-            if let Body::Temp { temp, .. } = &blob.body {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(temp.path())
-                    .map_err(|e| missing_or_io(&artifact.name, &blob.name, temp.path(), e))?;
-                file.sync_data().at(temp.path())?;
+    let temps: Vec<(&str, &str, &std::path::Path)> = artifacts
+        .iter()
+        .flat_map(|artifact| {
+            artifact.blobs.iter().filter_map(|blob| match &blob.body {
+                Body::Temp { temp, .. } => {
+                    Some((artifact.name.as_str(), blob.name.as_str(), temp.path()))
+                }
+                Body::Inline { .. } => None,
+            })
+        })
+        .collect();
+    in_parallel(&temps, |&(artifact, blob, path)| {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| missing_or_io(artifact, blob, path, e))?;
+        file.sync_data().at(path)
+    })
+}
+
+/// Threads at most used by [`in_parallel`].
+const SYNC_THREADS: usize = 8;
+
+/// Runs `sync` on every item, on up to [`SYNC_THREADS`] threads when there
+/// are several (a file system joins concurrent fsyncs into one journal
+/// commit, so a batch of many large blobs — a composite's parts — costs
+/// about one sync, not one each); the first error wins. Without threads to
+/// be had, it runs them here one by one.
+fn in_parallel<T: Sync>(
+    items: &[T],
+    sync: impl Fn(&T) -> Result<(), StoreError> + Sync,
+) -> Result<(), StoreError> {
+    if items.len() < 2 {
+        return items.iter().try_for_each(&sync);
+    }
+    let chunk = items.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                let sync = &sync;
+                let worker = std::thread::Builder::new()
+                    .name("stowage-sync".into())
+                    .spawn_scoped(scope, move || part.iter().try_for_each(sync));
+                (part, worker)
+            })
+            .collect();
+        let mut result = Ok(());
+        for (part, worker) in workers {
+            // A thread that could not start (or stopped) leaves its share
+            // to this one: syncing twice is harmless.
+            let outcome = match worker.map(|handle| handle.join()) {
+                Ok(Ok(outcome)) => outcome,
+                _ => part.iter().try_for_each(&sync),
+            };
+            if result.is_ok() {
+                result = outcome;
             }
         }
-    }
-    Ok(())
+        result
+    })
 }

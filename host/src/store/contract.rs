@@ -76,7 +76,7 @@ fn meta(obj_type: &str) -> RecordMeta {
         serializer: "contract".into(),
         serializer_version: "1.0.0".into(),
         serializer_info: Vec::new(),
-        caller_type: None,
+        ..RecordMeta::default()
     }
 }
 

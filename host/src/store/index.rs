@@ -937,7 +937,7 @@ mod tests {
     #[test]
     fn each_bad_record_of_a_frame_is_unreadable_on_its_own() {
         let payload =
-            br#"{"put":[{"name":"v2","format_version":2},{"format_version":1}],"remove":["gone"]}"#;
+            br#"{"put":[{"name":"v2","format_version":3},{"format_version":1}],"remove":["gone"]}"#;
         let entry = Entry::parse(payload, 7);
         assert_eq!(entry.remove, ["gone"]);
         let names: Vec<(&str, &str)> = entry
@@ -950,7 +950,7 @@ mod tests {
             [
                 (
                     "v2",
-                    "record format version 2 is newer than this build reads (1); upgrade stowage"
+                    "record format version 3 is newer than this build reads (2); upgrade stowage"
                 ),
                 (".record-at-7-1", "missing name")
             ]

@@ -163,8 +163,9 @@ pub use handle::Store;
 pub use input::{map_input, open_input, spool_input, Input, InputError};
 pub use pack::DEFAULT_PACK_LIMIT;
 pub use record::{
-    BlobLocation, BlobRecord, PackLoc, Record, RecordMeta, UnreadableRecord, MAX_NAME_LEN,
-    RECORD_FORMAT_VERSION, STORAGE_FILE_ZSTD, STORAGE_PACKED, STORAGE_PACKED_ZSTD, STORAGE_RAW,
+    BlobLocation, BlobRecord, PackLoc, PartRecord, Record, RecordMeta, UnreadableRecord,
+    MAX_NAME_LEN, RECORD_FORMAT_VERSION, STORAGE_FILE_ZSTD, STORAGE_PACKED, STORAGE_PACKED_ZSTD,
+    STORAGE_RAW,
 };
 pub use writer::{
     ArtifactWriter, BlobLayout, PendingArtifact, Spool, COMPRESS_MIN, PACK_BLOB_MAX,

@@ -39,12 +39,22 @@
 //! `file`.
 //!
 //! Decision (format evolution): every record carries `format_version`. This
-//! build writes and reads version [`RECORD_FORMAT_VERSION`] = 1 and lists a
-//! higher one as unreadable, its reason naming both versions. A future v2 reader keeps
-//! this v1 parser and dispatches on each record's `format_version`, so v1
-//! records are read as they are and never rewritten; v2 may add keys (v1
-//! readers ignore unknown keys inside a v1 record) but must bump the version
-//! for any change in meaning.
+//! build reads versions 1 and 2 ([`RECORD_FORMAT_VERSION`] = 2) and lists a
+//! higher one as unreadable, its reason naming both versions. Version 2
+//! adds one key, `parts` (a composite's parts, SPEC §15): a record is
+//! written as version 2 exactly when it has parts (`format_version_for`),
+//! so every other artifact stays a version 1 record that older builds read,
+//! and a composite is listed by them as unreadable ("newer than this build
+//! reads"), never misread. The v1 parser is the v2 parser with `parts`
+//! ignored (v1 readers ignore unknown keys inside a v1 record): v1 records
+//! are read as they are and never rewritten. A later version must bump the
+//! number for any change in meaning.
+//! Decision: a part's blobs are blobs of the record (`blobs`), each named
+//! in the part twice: `name`, what its serializer called it, and `blob`,
+//! the artifact blob holding it. On read every `blob` must name a blob of
+//! the record, no blob may belong to two parts, and `name` follows the blob
+//! name rule; `path` is display text (keys joined by `/`), never a path on
+//! disk.
 //! Decision: `serializer_info` is a string map with unique keys, kept sorted
 //! by key (a repeated key keeps its last value), so a record reads back
 //! identically whether or not serde_json preserves key order.
@@ -54,8 +64,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-/// The record format version this build writes, and the highest it reads.
-pub const RECORD_FORMAT_VERSION: u32 = 1;
+/// The highest record format version this build reads (and writes, for
+/// composites; see `format_version_for`).
+pub const RECORD_FORMAT_VERSION: u32 = 2;
+
+/// The record format version a record with `meta` is written with: 2 when
+/// it has parts (a composite), else 1, so older builds keep reading it.
+pub fn format_version_for(meta: &RecordMeta) -> u32 {
+    if meta.parts.is_empty() {
+        1
+    } else {
+        2
+    }
+}
 
 /// `storage` of a blob kept uncompressed in its own file,
 /// `blobs/<2 hex>/<digest>` (mappable).
@@ -92,6 +113,148 @@ pub struct RecordMeta {
     /// which readers dispatch on. Optional key `caller_type`, written only
     /// when set; v1 readers ignore it.
     pub caller_type: Option<String>,
+    /// A composite's parts (record format version 2); empty otherwise.
+    pub parts: Vec<PartRecord>,
+}
+
+/// One part of a composite artifact: a leaf (or a map of tensors) of the
+/// stored structure, written by its own serializer into blobs of the
+/// artifact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartRecord {
+    /// Where the part sits in the structure: map keys and list indices
+    /// joined by `/` (display text).
+    pub path: String,
+    /// The part value's kind name (`tensor`, `tensor_map`, `arrow`, …).
+    pub kind: String,
+    /// The part value's type, as its serializer named it.
+    pub obj_type: String,
+    /// Its encoding.
+    pub encoding: String,
+    /// The encoding's format version.
+    pub encoding_version: u32,
+    /// The serializer that wrote it.
+    pub serializer: String,
+    /// That serializer's version.
+    pub serializer_version: String,
+    /// Its `serializer_info`, sorted by key.
+    pub serializer_info: Vec<(String, String)>,
+    /// `(name, blob)`: the blob's name as the part's serializer wrote it,
+    /// and the artifact blob that holds it.
+    pub blobs: Vec<(String, String)>,
+}
+
+impl PartRecord {
+    /// The JSON form (a `parts` element of a record).
+    pub fn to_json(&self) -> Value {
+        let mut written_by = Map::new();
+        written_by.insert("serializer".into(), self.serializer.clone().into());
+        written_by.insert("version".into(), self.serializer_version.clone().into());
+        let info = self
+            .serializer_info
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<Map<_, _>>();
+        let blobs = self
+            .blobs
+            .iter()
+            .map(|(name, blob)| {
+                let mut b = Map::new();
+                b.insert("name".into(), name.clone().into());
+                b.insert("blob".into(), blob.clone().into());
+                Value::Object(b)
+            })
+            .collect();
+        let mut m = Map::new();
+        m.insert("path".into(), self.path.clone().into());
+        m.insert("kind".into(), self.kind.clone().into());
+        m.insert("obj_type".into(), self.obj_type.clone().into());
+        m.insert("encoding".into(), self.encoding.clone().into());
+        m.insert("encoding_version".into(), self.encoding_version.into());
+        m.insert("written_by".into(), Value::Object(written_by));
+        m.insert("serializer_info".into(), Value::Object(info));
+        m.insert("blobs".into(), Value::Array(blobs));
+        Value::Object(m)
+    }
+
+    /// Parses the JSON form; the blob names follow the blob name rule.
+    /// Which artifact blobs exist is checked by the caller.
+    pub fn from_json(value: Value) -> Result<PartRecord, String> {
+        let Value::Object(obj) = value else {
+            return Err(bad("part is not an object"));
+        };
+        let mut part = PartRecord::default();
+        let (mut path, mut kind, mut encoding, mut version) = (None, None, None, None);
+        let (mut obj_type, mut written_by, mut blobs) = (None, None, None);
+        for (key, v) in obj {
+            match key.as_str() {
+                "path" => path = Some(take_str(v, "part path")?),
+                "kind" => kind = Some(take_str(v, "part kind")?),
+                "obj_type" => obj_type = Some(take_str(v, "part obj_type")?),
+                "encoding" => encoding = Some(take_str(v, "part encoding")?),
+                "encoding_version" => version = Some(take_u32(&v, "part encoding_version")?),
+                "written_by" => match v {
+                    Value::Object(m) => written_by = Some(m),
+                    _ => return Err(bad("part written_by is not an object")),
+                },
+                "serializer_info" => match v {
+                    Value::Object(m) => {
+                        for (k, v) in m {
+                            let v = take_str(v, "part serializer_info value")?;
+                            part.serializer_info.push((k, v));
+                        }
+                        part.serializer_info.sort();
+                    }
+                    _ => return Err(bad("part serializer_info is not an object")),
+                },
+                "blobs" => match v {
+                    Value::Array(values) => blobs = Some(values),
+                    _ => return Err(bad("part blobs is not an array")),
+                },
+                _ => {}
+            }
+        }
+        part.path = path.ok_or_else(|| missing("part path"))?;
+        part.kind = kind.ok_or_else(|| missing("part kind"))?;
+        part.obj_type = obj_type.ok_or_else(|| missing("part obj_type"))?;
+        part.encoding = encoding.ok_or_else(|| missing("part encoding"))?;
+        part.encoding_version = version.ok_or_else(|| missing("part encoding_version"))?;
+        for (key, v) in written_by.ok_or_else(|| missing("part written_by"))? {
+            match key.as_str() {
+                "serializer" => part.serializer = take_str(v, "part written_by.serializer")?,
+                "version" => part.serializer_version = take_str(v, "part written_by.version")?,
+                _ => {}
+            }
+        }
+        if part.serializer.is_empty() {
+            return Err(missing("part written_by.serializer"));
+        }
+        for value in blobs.ok_or_else(|| missing("part blobs"))? {
+            let Value::Object(b) = value else {
+                return Err(bad("part blob is not an object"));
+            };
+            let (mut name, mut blob) = (None, None);
+            for (key, v) in b {
+                match key.as_str() {
+                    "name" => name = Some(take_str(v, "part blob name")?),
+                    "blob" => blob = Some(take_str(v, "part blob")?),
+                    _ => {}
+                }
+            }
+            let name = name.ok_or_else(|| missing("part blob name"))?;
+            validate_blob_name(&name)
+                .map_err(|reason| bad(format!("part blob name {name:?} {reason}")))?;
+            if part.blobs.iter().any(|(n, _)| *n == name) {
+                return Err(bad(format!("part {} names blob {name} twice", part.path)));
+            }
+            part.blobs
+                .push((name, blob.ok_or_else(|| missing("part blob"))?));
+        }
+        if part.blobs.is_empty() {
+            return Err(bad(format!("part {} has no blobs", part.path)));
+        }
+        Ok(part)
+    }
 }
 
 /// A record in the index log that this build cannot read (malformed, or of
@@ -240,7 +403,13 @@ impl Record {
             out.push(b':');
             write_json_str(out, v);
         }
-        out.extend_from_slice(b"},\"created\":");
+        out.push(b'}');
+        if !m.parts.is_empty() {
+            out.extend_from_slice(b",\"parts\":");
+            let parts = Value::Array(m.parts.iter().map(PartRecord::to_json).collect());
+            out.extend_from_slice(parts.to_string().as_bytes());
+        }
+        out.extend_from_slice(b",\"created\":");
         write_json_str(out, &self.created);
         write_json_uint(out, b",\"format_version\":", u64::from(self.format_version));
         out.push(b'}');
@@ -287,6 +456,10 @@ impl Record {
         m.insert("blobs".into(), Value::Array(blobs));
         m.insert("written_by".into(), Value::Object(written_by));
         m.insert("serializer_info".into(), Value::Object(info));
+        if !self.meta.parts.is_empty() {
+            let parts = self.meta.parts.iter().map(PartRecord::to_json).collect();
+            m.insert("parts".into(), Value::Array(parts));
+        }
         m.insert("created".into(), self.created.clone().into());
         m.insert("format_version".into(), self.format_version.into());
         Value::Object(m)
@@ -335,6 +508,7 @@ impl Record {
         let mut written_by = None;
         let mut info = None;
         let mut created = None;
+        let mut part_values = None;
         for (key, v) in obj {
             match key.as_str() {
                 "name" => name = Some(take_str(v, "name")?),
@@ -355,6 +529,11 @@ impl Record {
                     _ => return Err(bad("serializer_info is not an object")),
                 },
                 "created" => created = Some(take_str(v, "created")?),
+                // Version 1 had no parts: the key is ignored there.
+                "parts" if format_version >= 2 => match v {
+                    Value::Array(values) => part_values = Some(values),
+                    _ => return Err(bad("parts is not an array")),
+                },
                 _ => {}
             }
         }
@@ -384,7 +563,9 @@ impl Record {
             serializer_version: serializer_version.ok_or_else(|| missing("written_by.version"))?,
             serializer_info,
             caller_type,
+            parts: Vec::new(),
         };
+        let mut meta = meta;
         let blob_values = blob_values.ok_or_else(|| missing("blobs"))?;
         if blob_values.is_empty() {
             return Err(bad("record has no blobs"));
@@ -396,6 +577,22 @@ impl Record {
                 return Err(bad(format!("duplicate blob {}", blob.name)));
             }
             blobs.push(blob);
+        }
+        let mut claimed: std::collections::HashSet<String> = Default::default();
+        for value in part_values.unwrap_or_default() {
+            let part = PartRecord::from_json(value)?;
+            for (_, blob) in &part.blobs {
+                if !blobs.iter().any(|b| b.name == *blob) {
+                    return Err(bad(format!(
+                        "part {} names a missing blob {blob:?}",
+                        part.path
+                    )));
+                }
+                if !claimed.insert(blob.clone()) {
+                    return Err(bad(format!("blob {blob} belongs to two parts")));
+                }
+            }
+            meta.parts.push(part);
         }
         Ok(Record {
             name,
@@ -736,13 +933,13 @@ mod tests {
     #[test]
     fn unparsable_records_keep_their_name_and_reason() {
         let parse = |v: Value| Record::from_log_json(v).expect_err("invalid");
-        let newer = parse(serde_json::json!({"name": "future", "format_version": 2}));
+        let newer = parse(serde_json::json!({"name": "future", "format_version": 3}));
         assert_eq!(
             newer,
             Unparsed {
                 name: Some("future".into()),
                 reason:
-                    "record format version 2 is newer than this build reads (1); upgrade stowage"
+                    "record format version 3 is newer than this build reads (2); upgrade stowage"
                         .into(),
             }
         );
@@ -784,6 +981,7 @@ mod tests {
                     ("b".into(), String::new()),
                 ],
                 caller_type: Some("m.G[\"x\"]\n".into()),
+                parts: Vec::new(),
             },
             blobs: vec![
                 BlobRecord {
@@ -815,6 +1013,84 @@ mod tests {
         assert_eq!(parsed, record.to_log_json());
         let back = Record::from_log_json(parsed).expect("parses back");
         assert_eq!(back, record);
+    }
+
+    fn composite_log_json(parts: Value) -> Value {
+        serde_json::json!({
+            "name": "ckpt", "obj_type": "map", "encoding": "stowage-composite",
+            "encoding_version": 1,
+            "blobs": [
+                {"name": "p0.data", "size": 1, "digest": "ab".repeat(32), "storage": "raw"},
+                {"name": "skeleton", "size": 1, "digest": "cd".repeat(32), "storage": "raw"}
+            ],
+            "written_by": {"serializer": "composite", "version": "0.1.0"},
+            "serializer_info": {}, "created": "2026-11-23T09:15:02Z",
+            "format_version": 2, "parts": parts
+        })
+    }
+
+    fn part(blob: &str) -> Value {
+        serde_json::json!({
+            "path": "weights", "kind": "tensor_map", "obj_type": "tensor_map",
+            "encoding": "safetensors", "encoding_version": 1,
+            "written_by": {"serializer": "tensor", "version": "0.1.0"},
+            "serializer_info": {"b": "2", "a": "1"},
+            "blobs": [{"name": "data", "blob": blob}]
+        })
+    }
+
+    #[test]
+    fn version_2_records_carry_parts_and_round_trip() {
+        let record =
+            Record::from_log_json(composite_log_json(serde_json::json!([part("p0.data")])))
+                .expect("parses");
+        assert_eq!(record.format_version, 2);
+        assert_eq!(format_version_for(&record.meta), 2);
+        let parsed = &record.meta.parts[0];
+        assert_eq!(
+            (parsed.path.as_str(), parsed.serializer.as_str()),
+            ("weights", "tensor")
+        );
+        assert_eq!(parsed.serializer_info[0], ("a".into(), "1".into()));
+        assert_eq!(parsed.blobs, [("data".into(), "p0.data".into())]);
+        let mut out = Vec::new();
+        record.write_log_json(&mut out);
+        let streamed: Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(streamed, record.to_log_json());
+        assert_eq!(Record::from_log_json(streamed).expect("again"), record);
+    }
+
+    #[test]
+    fn a_version_1_record_ignores_a_parts_key() {
+        let mut json = composite_log_json(serde_json::json!("not even an array"));
+        json["format_version"] = 1.into();
+        let record = Record::from_log_json(json).expect("v1 ignores parts");
+        assert!(record.meta.parts.is_empty());
+        assert_eq!(format_version_for(&record.meta), 1);
+    }
+
+    #[test]
+    fn parts_must_name_blobs_of_the_record_once() {
+        let reason = |parts: Value| {
+            Record::from_log_json(composite_log_json(parts))
+                .expect_err("invalid")
+                .reason
+        };
+        assert_eq!(
+            reason(serde_json::json!([part("../etc")])),
+            "part weights names a missing blob \"../etc\""
+        );
+        assert_eq!(
+            reason(serde_json::json!([part("p0.data"), part("p0.data")])),
+            "blob p0.data belongs to two parts"
+        );
+        let mut bad_name = part("p0.data");
+        bad_name["blobs"][0]["name"] = "a/b".into();
+        assert_eq!(
+            reason(serde_json::json!([bad_name])),
+            "part blob name \"a/b\" contains a path separator"
+        );
+        assert_eq!(reason(serde_json::json!({})), "parts is not an array");
     }
 
     #[test]

@@ -37,8 +37,9 @@
 //! [`PARALLEL_HASH_MIN`] handed to one `write` is hashed on a second thread
 //! while this one writes it (both read the same memory: no copy, no second
 //! pass over the bytes), and a raw file's writeback is started every
-//! [`WRITEBACK_CHUNK`] with `sync_file_range`, so the disk works while the
-//! rest is produced and the fsync at commit has little left. Plugins hand a
+//! [`WRITEBACK_CHUNK`] with `sync_file_range` (and for its tail when the
+//! blob ends), so the disk works while the rest is produced and the fsync
+//! at commit has little left. Plugins hand a
 //! tensor's data to the sink in one call, so a large save gets both. The
 //! thread is scoped to the call; if none can be spawned, the slice is
 //! hashed inline as a small one is.
@@ -390,6 +391,39 @@ impl<'s> ArtifactWriter<'s> {
         self.blobs.len() + usize::from(self.current.is_some())
     }
 
+    /// Moves every blob of `part` (another writer of the same store) into
+    /// this artifact, each renamed `prefix` + its name, and returns `(name,
+    /// new name)` per blob. A composite writes each part with a writer of
+    /// its own, so a part whose serializer fails leaves nothing here.
+    pub fn adopt(
+        &mut self,
+        prefix: &str,
+        mut part: ArtifactWriter<'s>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.check_failed()?;
+        part.check_failed()?;
+        part.end_blob()?;
+        self.end_blob()?;
+        let mut names = Vec::with_capacity(part.blobs.len());
+        for mut blob in std::mem::take(&mut part.blobs) {
+            let renamed = format!("{prefix}{}", blob.name);
+            validate_blob_name(&renamed).map_err(|reason| StoreError::InvalidBlobName {
+                name: self.name.clone(),
+                blob: renamed.clone(),
+                reason,
+            })?;
+            if self.blobs.iter().any(|b| b.name == renamed) {
+                return Err(StoreError::DuplicateBlob {
+                    name: self.name.clone(),
+                    blob: renamed,
+                });
+            }
+            names.push((std::mem::replace(&mut blob.name, renamed.clone()), renamed));
+            self.blobs.push(blob);
+        }
+        Ok(names)
+    }
+
     /// Ends the last blob and returns the artifact, ready for commit.
     ///
     /// Errors with [`StoreError::NoBlobs`] if no blob was begun.
@@ -453,8 +487,14 @@ impl<'s> ArtifactWriter<'s> {
                 }
             }
             Sink::Raw(file, temp) => {
-                file.into_inner()
+                let file = file
+                    .into_inner()
                     .map_err(|e| StoreError::io(temp.path(), e.into_error()))?;
+                // The tail after the last chunk boundary: its writeback
+                // starts now too, while the next blob (a composite's next
+                // part) is produced, not at the commit's fsync.
+                let tail = cur.size % WRITEBACK_CHUNK;
+                sys::start_writeback(&file, cur.size - tail, tail);
                 failpoint::hit("after-blob");
                 Body::Temp { temp, zstd: false }
             }

@@ -30,7 +30,12 @@ fn plugin_built_against_1_0_loads_and_serializes() {
 
 #[test]
 fn kind_added_in_1_1_reaches_a_1_0_plugin_as_unknown_and_is_declined() {
-    let (_dir, host) = legacy_host();
+    let (dir, _) = legacy_host();
+    // Without the composite, which would take the list and send the class
+    // on as a part of its own.
+    let mut options = stowage::HostOptions::with_config(dir.config_path());
+    options.toggles = Some("-composite".into());
+    let host = stowage::Host::open(options).expect("host");
     let class = Value::ClassSource(ClassSource {
         qualname: "A".into(),
         module: None,

@@ -32,7 +32,7 @@ fn status_json_has_the_documented_shape() {
         .iter()
         .map(|s| s["name"].as_str().unwrap_or("?"))
         .collect();
-    assert_eq!(names, ["echo", "msgpack", "tensor"]);
+    assert_eq!(names, ["echo", "composite", "msgpack", "tensor"]);
     let expected_keys = [
         "name",
         "state",
@@ -84,7 +84,7 @@ fn status_json_has_the_documented_shape() {
     );
     assert_eq!(echo["kinds"], json(r#"["string", "int", "tensor"]"#));
     assert_eq!(echo["encodings"], json(r#"["echo-v1"]"#));
-    let msgpack = &serializers[1];
+    let msgpack = &serializers[2];
     assert_eq!(
         (
             &msgpack["builtin"],
@@ -99,7 +99,7 @@ fn status_json_has_the_documented_shape() {
             &json("\"builtin\"")
         )
     );
-    let tensor = &serializers[2];
+    let tensor = &serializers[3];
     let awaiting = dir
         .plugin_dir()
         .join(lib_file("stowage_tensor"))
@@ -152,6 +152,7 @@ fn configured_priority_shows_in_every_state_and_builtin_keeps_its_origin() {
         rows,
         [
             ("msgpack", "active", &json("5"), "builtin"),
+            ("composite", "active", &json("9998"), "builtin"),
             ("arrow", "pending", &json("null"), "config"),
             ("tensor", "pending", &json("33"), "config"),
             ("init-panic", "broken", &json("4"), "config"),
@@ -173,7 +174,10 @@ fn status_table_lists_serializers_in_dispatch_order() {
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(names, ["rival", "echo", "msgpack", "init-panic"]);
+    assert_eq!(
+        names,
+        ["rival", "echo", "composite", "msgpack", "init-panic"]
+    );
     assert!(
         table.contains("panic during init: fixture refuses to start"),
         "{table}"
@@ -239,8 +243,8 @@ fn env_toggles_apply_for_one_process_and_warn_on_unknown_names() {
         status["warnings"],
         json(r#"["STOWAGE_PLUGINS names unknown plugin nosuch"]"#)
     );
-    assert_eq!(status["serializers"][1]["name"], "echo");
-    assert_eq!(status["serializers"][1]["state"], "disabled");
+    assert_eq!(status["serializers"][2]["name"], "echo");
+    assert_eq!(status["serializers"][2]["state"], "disabled");
     // The file is untouched: the next process sees echo active again.
     let status = json(&StowageCmd::new(&dir, &["status", "--json"]).ok());
     assert_eq!(status["serializers"][0]["state"], "active");
@@ -377,9 +381,11 @@ fn unknown_config_keys_and_clamped_priorities_are_warnings() {
         )
     );
     let status = json(&String::from_utf8_lossy(&output.stdout));
-    assert_eq!(status["serializers"][0]["name"], "echo");
-    assert_eq!(status["serializers"][0]["priority"], 9998);
-    assert_eq!(status["serializers"][1]["name"], "msgpack");
+    // Clamped to 9998, it ties with the built-in composite: by name.
+    assert_eq!(status["serializers"][0]["name"], "composite");
+    assert_eq!(status["serializers"][1]["name"], "echo");
+    assert_eq!(status["serializers"][1]["priority"], 9998);
+    assert_eq!(status["serializers"][2]["name"], "msgpack");
 }
 
 #[test]

@@ -306,7 +306,7 @@ fn commit_blobs(dir: &TestDir, name: &str, blobs: &[(&str, &[u8])]) {
         serializer: "test".into(),
         serializer_version: "1.0.0".into(),
         serializer_info: Vec::new(),
-        caller_type: None,
+        ..RecordMeta::default()
     };
     let pending = writer.finish(meta).expect("finish");
     store.commit(vec![pending]).expect("commit");

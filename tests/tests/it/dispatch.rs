@@ -73,7 +73,7 @@ fn lowest_priority_number_wins() {
         .into_iter()
         .map(|s| s.name)
         .collect();
-    assert_eq!(order, ["rival", "echo", "msgpack"]);
+    assert_eq!(order, ["rival", "echo", "composite", "msgpack"]);
 }
 
 #[test]

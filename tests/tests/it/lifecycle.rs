@@ -305,7 +305,7 @@ fn dotfiles_and_tmp_files_are_not_candidates() {
         .into_iter()
         .map(|s| s.name)
         .collect();
-    assert_eq!(names, vec!["msgpack".to_owned()]);
+    assert_eq!(names, ["composite", "msgpack"]);
 }
 
 #[test]

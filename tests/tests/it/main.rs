@@ -21,6 +21,8 @@ mod store_scale;
 mod tensor;
 // The arrow plugin (Arrow IPC, C Data Interface): host, and pyarrow interop.
 mod arrow;
+// Composite artifacts: structures whose leaves go to their own serializers.
+mod composite;
 // The class-source plugin: validation, byte-exact round trips, never executed.
 mod class_source;
 // The `stowage` command: exit codes, status JSON, toggles, explain, watch.
