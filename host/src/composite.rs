@@ -38,10 +38,8 @@
 //! itself contain `/`; the skeleton, not the path, says where a part goes).
 //! Decision: part `i`'s blobs are stored as `p<i>.<name>` in the artifact,
 //! and the skeleton blob is written last.
-//! Decision: nesting is limited as the fallback's in practice: the fallback
-//! decodes with rmpv's depth limit of [`MAX_DEPTH`], which counts every
-//! container twice, so plain data reads back up to 256 levels; a composite
-//! takes the same [`MAX_NESTING`] = `MAX_DEPTH / 2` levels and refuses a
+//! Decision: nesting is limited as the fallback's: a composite takes
+//! [`MAX_NESTING`] = the fallback's [`MAX_DEPTH`] levels and refuses a
 //! deeper value on save ([`SplitError::TooDeep`]), never on load.
 //! Decision: a part recorded as a `tensor` whose reader returns a
 //! one-tensor `tensor_map` (a `.safetensors` file stored by `put DIR`) is
@@ -74,7 +72,7 @@ pub const COMPOSITE_FORMAT_VERSION: u32 = 1;
 /// The blob holding the skeleton.
 pub const SKELETON_BLOB: &str = "skeleton";
 /// Deepest nesting of a composite (see the module docs).
-pub const MAX_NESTING: usize = MAX_DEPTH / 2;
+pub const MAX_NESTING: usize = MAX_DEPTH;
 /// Extension type of a reference to a whole part.
 pub const PART_REF: i8 = 1;
 /// Extension type of a reference to one tensor of a `tensor_map` part.

@@ -31,7 +31,12 @@ pub const MSGPACK_FORMAT_VERSION: u32 = 1;
 /// The one blob a fallback artifact has.
 const BLOB: &str = "data";
 /// Deepest nesting accepted.
-pub const MAX_DEPTH: usize = 512;
+pub const MAX_DEPTH: usize = 256;
+/// rmpv's decoding depth for [`MAX_DEPTH`] levels: rmpv counts a
+/// container twice (the value, then its items) and a string or binary leaf
+/// three times, so reading back what [`is_plain`] accepted needs about
+/// twice the levels.
+const DECODE_DEPTH: usize = 2 * MAX_DEPTH + 8;
 
 /// The built-in MessagePack serializer.
 pub(crate) struct Fallback {
@@ -166,7 +171,7 @@ fn decode(blobs: &[(String, Buffer)]) -> Result<Value, CallError> {
         }
     };
     let mut reader: &[u8] = data;
-    let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
+    let value = rmpv::decode::read_value_with_max_depth(&mut reader, DECODE_DEPTH)
         .map_err(|e| invalid(format!("malformed msgpack: {e}")))?;
     if !reader.is_empty() {
         return Err(invalid(format!(
@@ -350,5 +355,15 @@ mod tests {
             .deserialize(&meta, &blobs)
             .expect_err("refused");
         assert_eq!(error, invalid("1 trailing bytes after the msgpack value"));
+    }
+
+    #[test]
+    fn the_deepest_value_accepted_on_save_loads_back() {
+        let mut value = Value::String("leaf".into());
+        while is_plain(&Value::List(vec![value.clone()]), 0) {
+            value = Value::List(vec![value]);
+        }
+        assert_eq!(round_trip(&value), value);
+        assert!(!is_plain(&Value::List(vec![value]), 0));
     }
 }

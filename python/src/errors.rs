@@ -100,16 +100,28 @@ pub fn to_py(error: stowage::Error) -> PyErr {
         }
         match innermost(&error) {
             stowage::Error::Config(_) => ConfigError::new_err(message),
-            stowage::Error::Dispatch(
-                DispatchError::NoSerializer { .. } | DispatchError::NoSniffer { .. },
-            ) => NoSerializer::new_err(message),
-            stowage::Error::Dispatch(
-                DispatchError::NoDeserializer { .. } | DispatchError::NotActive { .. },
-            ) => PluginError::new_err(message),
+            stowage::Error::Dispatch(dispatch) => match innermost_part(dispatch) {
+                DispatchError::NoSerializer { .. } | DispatchError::NoSniffer { .. } => {
+                    NoSerializer::new_err(message)
+                }
+                DispatchError::NoDeserializer { .. } | DispatchError::NotActive { .. } => {
+                    PluginError::new_err(message)
+                }
+                _ => Error::new_err(message),
+            },
             stowage::Error::Store(store) if is_integrity(store) => IntegrityError::new_err(message),
             _ => Error::new_err(message),
         }
     })
+}
+
+/// A composite part's failure is classed by its own error (the message
+/// keeps the part's path).
+fn innermost_part(error: &DispatchError) -> &DispatchError {
+    match error {
+        DispatchError::Part { error, .. } => innermost_part(error),
+        other => other,
+    }
 }
 
 fn innermost(error: &stowage::Error) -> &stowage::Error {
