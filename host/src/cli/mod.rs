@@ -30,8 +30,9 @@ pub struct Args {
     /// Config file (default: $STOWAGE_CONFIG, else ./plugins.toml).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Store directory (default: `[store] dir` of the config).
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Store directory or URL (`file://DIR`, `s3://bucket/prefix`;
+    /// default: `[store] url` or `[store] dir` of the config).
+    #[arg(long, global = true, value_name = "DIR|URL")]
     store: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -159,7 +160,12 @@ enum Command {
 /// Runs one command.
 pub fn run(args: Args) -> Result<()> {
     let mut options = HostOptions::from_env(args.config.as_deref());
-    options.store_dir = args.store;
+    match args.store {
+        Some(store) if store.to_str().is_some_and(stowage::store::is_store_url) => {
+            options.store_url = store.to_str().map(str::to_owned);
+        }
+        store => options.store_dir = store,
+    }
     match args.command {
         Command::Put {
             name,

@@ -124,6 +124,9 @@ mod gc;
 mod handle;
 mod index;
 mod input;
+mod location;
+#[cfg(feature = "s3")]
+mod object;
 mod pack;
 mod record;
 mod sys;
@@ -147,6 +150,12 @@ pub use format::STORE_FORMAT;
 pub use gc::{GcReport, VerifyIssue, VerifyReport, DEFAULT_GC_GRACE};
 pub use handle::Store;
 pub use input::{map_input, open_input, spool_input, Input, InputError};
+pub use location::{
+    default_cache_dir, is_store_url, S3Options, S3Url, DEFAULT_RETRIES, DEFAULT_RETRY_TIMEOUT,
+    DEFAULT_S3_GC_GRACE,
+};
+#[cfg(feature = "s3")]
+pub use object::S3Store;
 pub use pack::DEFAULT_PACK_LIMIT;
 pub use record::{
     BlobLocation, BlobRecord, PackLoc, Record, RecordMeta, UnreadableRecord, MAX_NAME_LEN,
