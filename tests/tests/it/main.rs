@@ -31,5 +31,7 @@ mod errors;
 mod cli_io;
 // The Python package: its pytest suite, built and run through the harness.
 mod python;
+// The S3 store against a real S3 server: URLs, eight machines, faults.
+mod s3;
 // House rules checked on the source tree.
 mod tidy;

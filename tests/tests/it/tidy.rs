@@ -155,6 +155,7 @@ const UNSAFE_FILES: &[&str] = &[
     "host/src/store/blob.rs",
     "host/src/store/pack.rs",
     "host/src/store/input.rs",
+    "host/src/store/object/cache.rs",
     "plugins/arrow/src/ffi.rs",
     "python/src/convert.rs",
     "python/src/arrow.rs",

@@ -1,0 +1,257 @@
+//! The S3 store (SPEC §13) through the real `stowage` binary against a
+//! real S3 server (`s3s-fs` on 127.0.0.1, started per test by the
+//! harness): `--store URL` and `[store] url` round trips, eight
+//! "machines" (processes with their own caches) sharing one store, and
+//! the server stopped in the middle of a save.
+
+use std::fs;
+use std::process::Command;
+use std::time::Instant;
+
+use stowage_tests::s3server::S3Server;
+use stowage_tests::{artifacts, StowageCmd, TestDir};
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).expect("valid JSON")
+}
+
+/// `stowage ARGS…` reaching `server` through the AWS environment, with a
+/// cache of its own under the test directory.
+fn cmd(dir: &TestDir, env: &[(&str, String)], cache: &str, args: &[&str]) -> StowageCmd {
+    let mut cmd = StowageCmd::new(dir, args);
+    for (key, value) in env {
+        cmd = cmd.env(key, value);
+    }
+    cmd.env(
+        "XDG_CACHE_HOME",
+        dir.root.join(cache).to_str().expect("utf-8"),
+    )
+}
+
+/// A JSON document large enough for a blob object of its own.
+fn big_document(tag: &str) -> String {
+    let items: Vec<String> = (0..150_000).map(|i| format!("\"{tag}-{i}\"")).collect();
+    format!("{{\"tag\": \"{tag}\", \"items\": [{}]}}", items.join(","))
+}
+
+#[test]
+fn put_get_ls_rm_verify_and_gc_work_through_store_url() {
+    let server = S3Server::start();
+    let dir = TestDir::new("s3-cli");
+    let url = server.url("cli");
+    let env = server.env();
+    fs::write(dir.root.join("small.json"), r#"{"answer": 42}"#).expect("write");
+    fs::write(dir.root.join("big.json"), big_document("big")).expect("write");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        cmd(&dir, &env, "cache", &all)
+    };
+    run(&["put", "small", "small.json", "--json"]).ok();
+    run(&["put", "big", "big.json", "--json"]).ok();
+    assert_eq!(
+        json(&run(&["get", "small"]).ok()),
+        json(r#"{"answer": 42}"#)
+    );
+    assert_eq!(json(&run(&["get", "big"]).ok())["tag"], "big");
+    let listing = json(&run(&["ls", "--json"]).ok());
+    let names: Vec<&str> = listing
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["big", "small"]);
+    run(&["rm", "small"]).ok();
+    run(&["get", "small"]).fails(1, "error: no artifact named small");
+    let verify = run(&["verify"]).ok();
+    assert!(verify.ends_with(": 0 problems\n"), "{verify}");
+    run(&["gc"]).ok();
+    assert_eq!(json(&run(&["get", "big"]).ok())["tag"], "big");
+    // Nothing was written to the local store directory.
+    assert_eq!(
+        fs::read_dir(dir.root.join("store")).expect("read").count(),
+        0
+    );
+}
+
+#[test]
+fn store_url_and_store_s3_in_plugins_toml_choose_the_s3_store() {
+    let server = S3Server::start();
+    let dir = TestDir::new("s3-config");
+    dir.write_config(&format!(
+        "[store]\nurl = \"{}\"\ncache = \"s3-cache\"\n\n[store.s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
+        server.url("configured"),
+        server.endpoint
+    ));
+    // `write_config` already wrote a `[store]` table; rewrite the file
+    // with only ours.
+    let text = fs::read_to_string(dir.config_path()).expect("read");
+    let text = text.replacen("[store]\ndir = \"store\"\n\n", "", 1);
+    fs::write(dir.config_path(), text).expect("write");
+    fs::write(dir.root.join("v.json"), r#"[1, 2, 3]"#).expect("write");
+    let run = |args: &[&str]| {
+        StowageCmd::new(&dir, args)
+            .env("AWS_ACCESS_KEY_ID", stowage_tests::s3server::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", stowage_tests::s3server::SECRET_KEY)
+    };
+    run(&["put", "v", "v.json", "--json"]).ok();
+    assert_eq!(json(&run(&["get", "v"]).ok()), json("[1, 2, 3]"));
+    let record_dir = server
+        .root
+        .join(stowage_tests::s3server::BUCKET)
+        .join("configured")
+        .join("records")
+        .join("v");
+    assert_eq!(fs::read_dir(&record_dir).expect("records/v/").count(), 1);
+    assert!(dir.root.join("s3-cache").join("tmp").is_dir());
+}
+
+#[test]
+fn a_bad_store_url_in_plugins_toml_is_one_line_naming_it() {
+    let dir = TestDir::new("s3-bad-url");
+    fs::write(
+        dir.config_path(),
+        "[host]\ndir = \"plugin-libs\"\n\n[store]\nurl = \"s3:///prefix\"\n",
+    )
+    .expect("write");
+    let config = dir.config_path();
+    StowageCmd::new(&dir, &["ls"]).fails(
+        1,
+        &format!(
+            "error: {}:5:7: store.url \"s3:///prefix\" is not a store URL: it names no bucket",
+            config.display()
+        ),
+    );
+}
+
+#[test]
+fn eight_machines_with_their_own_caches_share_one_store_then_verify_clean() {
+    let server = S3Server::start();
+    let dir = TestDir::new("s3-eight");
+    let url = server.url("shared");
+    let env = server.env();
+    fs::write(dir.root.join("big.json"), big_document("shared")).expect("write");
+    let stowage = artifacts().stowage.display().to_string();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            // Each machine: save 6 artifacts, 2 of them shared names, one
+            // large blob every machine saves (same digest), read back,
+            // remove every third of its own.
+            let script = format!(
+                "set -e; S='{stowage} --store {url}'; \
+                 for k in 1 2 3 4 5 6; do \
+                   echo '{{\"w\": {w}, \"k\": '$k'}}' > w{w}-$k.json; \
+                   $S put w{w}-$k w{w}-$k.json --json >/dev/null; \
+                   $S put shared-$((k % 2)) w{w}-$k.json --json >/dev/null; \
+                   $S get w{w}-$k > /dev/null; \
+                   if [ $((k % 3)) -eq 0 ]; then $S rm w{w}-$k >/dev/null; fi; \
+                   if [ $k -eq 2 ]; then $S put big{w} big.json --json >/dev/null; fi; \
+                 done"
+            );
+            let mut command = Command::new("sh");
+            command
+                .args(["-c", &script])
+                .current_dir(&dir.root)
+                .env_remove("STOWAGE_CONFIG")
+                .env_remove("STOWAGE_PLUGINS")
+                .env("XDG_CACHE_HOME", dir.root.join(format!("cache-{w}")));
+            for (key, value) in server.env() {
+                command.env(key, value);
+            }
+            command.spawn().expect("spawn a machine")
+        })
+        .collect();
+    for mut worker in workers {
+        assert!(worker.wait().expect("wait").success(), "a machine failed");
+    }
+    eprintln!("8 machines x 6 rounds: {:?}", started.elapsed());
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        cmd(&dir, &env, "cache-check", &all)
+    };
+    let verify = run(&["verify"]).ok();
+    assert!(verify.ends_with(": 0 problems\n"), "{verify}");
+    let listing = json(&run(&["ls", "--json"]).ok());
+    let names: Vec<String> = listing
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect();
+    let mut expected: Vec<String> = (0..8)
+        .flat_map(|w| {
+            [1, 2, 4, 5]
+                .into_iter()
+                .map(move |k| format!("w{w}-{k}"))
+                .chain(std::iter::once(format!("big{w}")))
+        })
+        .chain(["shared-0".to_owned(), "shared-1".to_owned()])
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected, "no lost record, no resurrected one");
+    for w in 0..8 {
+        assert_eq!(
+            json(&run(&["get", &format!("w{w}-5")]).ok()),
+            json(&format!("{{\"w\": {w}, \"k\": 5}}"))
+        );
+    }
+    assert_eq!(json(&run(&["get", "big3"]).ok())["tag"], "shared");
+    // One large blob object for eight saves of the same bytes.
+    let blobs = server
+        .root
+        .join(stowage_tests::s3server::BUCKET)
+        .join("shared")
+        .join("blobs");
+    let count: usize = fs::read_dir(&blobs)
+        .expect("blobs/")
+        .map(|fan| {
+            fs::read_dir(fan.expect("entry").path())
+                .expect("fan")
+                .count()
+        })
+        .sum();
+    assert_eq!(count, 1);
+}
+
+#[test]
+fn the_server_stopped_mid_save_gives_one_line_after_bounded_retries_and_no_record() {
+    let mut server = S3Server::start();
+    let dir = TestDir::new("s3-down");
+    let url = server.url("down");
+    let env = server.env();
+    dir.write_config("[store.s3]\nmax_retries = 2\nretry_timeout_seconds = 3\n");
+    fs::write(dir.root.join("a.json"), r#"{"a": 1}"#).expect("write");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        cmd(&dir, &env, "cache", &all)
+    };
+    run(&["put", "before", "a.json", "--json"]).ok();
+    server.pause();
+    let started = Instant::now();
+    let output = run(&["put", "during", "a.json", "--json"]).output();
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    // The first request of the save (the batch's pack) fails after the
+    // configured retries, naming the object and the retry bounds.
+    assert!(
+        stderr.starts_with(&format!("error: i/o error on {url}/packs/")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("after 2 retries, max_retries: 2, retry_timeout: 3s"),
+        "{stderr}"
+    );
+    assert!(elapsed.as_secs() < 30, "bounded retries took {elapsed:?}");
+    eprintln!("server down: failed after {elapsed:?}: {stderr}");
+    server.run();
+    run(&["get", "during"]).fails(1, "error: no artifact named during");
+    run(&["put", "after", "a.json", "--json"]).ok();
+    assert_eq!(json(&run(&["get", "after"]).ok()), json(r#"{"a": 1}"#));
+    assert_eq!(json(&run(&["get", "before"]).ok()), json(r#"{"a": 1}"#));
+}
