@@ -17,11 +17,6 @@ pub const DEFAULT_S3_GC_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_RETRIES: usize = 5;
 /// The most time one request may take, retries included (product default).
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Large blobs of at least this size are uploaded in parts.
-pub const MULTIPART_MIN: u64 = 16 << 20;
-/// The size of every part but the last of a multipart upload.
-pub const PART_SIZE: u64 = 8 << 20;
-
 /// How to reach and use an S3 store, beside what the standard AWS
 /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_ENDPOINT_URL`, `AWS_REGION`, …) says; `[store.s3]` and

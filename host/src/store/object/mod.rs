@@ -86,7 +86,7 @@ use super::error::{IoContext, StoreError};
 use super::gc::{GcReport, VerifyReport};
 use super::location::{
     default_cache_dir, S3Options, S3Url, DEFAULT_RETRIES, DEFAULT_RETRY_TIMEOUT,
-    DEFAULT_S3_GC_GRACE, MULTIPART_MIN, PART_SIZE,
+    DEFAULT_S3_GC_GRACE,
 };
 use super::record::{
     rfc3339_utc, BlobLocation, BlobRecord, PackLoc, Record, UnreadableRecord, RECORD_FORMAT_VERSION,
@@ -95,6 +95,10 @@ use super::writer::{Body, PendingArtifact, Spool};
 use super::{BlobData, Listed, Verify};
 use cache::Cache;
 
+/// Large blobs of at least this size are uploaded in parts.
+pub const MULTIPART_MIN: u64 = 16 << 20;
+/// The size of every part but the last of a multipart upload.
+pub const PART_SIZE: u64 = 8 << 20;
 /// Requests one commit or listing keeps in flight.
 const CONCURRENCY: usize = 16;
 
