@@ -5,11 +5,12 @@
 //! the server stopped in the middle of a save.
 
 use std::fs;
-use std::process::Command;
-use std::time::Instant;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use stowage_tests::s3server::S3Server;
-use stowage_tests::{artifacts, StowageCmd, TestDir};
+use stowage_tests::{artifacts, wait_until, StowageCmd, TestDir};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).expect("valid JSON")
@@ -254,4 +255,133 @@ fn the_server_stopped_mid_save_gives_one_line_after_bounded_retries_and_no_recor
     run(&["put", "after", "a.json", "--json"]).ok();
     assert_eq!(json(&run(&["get", "after"]).ok()), json(r#"{"a": 1}"#));
     assert_eq!(json(&run(&["get", "before"]).ok()), json(r#"{"a": 1}"#));
+}
+
+/// A safetensors file of one float32 tensor of `mib` MiB.
+fn write_tensor(path: &Path, mib: usize, seed: u32) {
+    let len = mib << 20;
+    let mut header = format!(
+        "{{\"t\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[0,{len}]}}}}",
+        len / 4
+    );
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + header.len() + len);
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    let mut state = 0x9e37_79b9_u32 ^ seed;
+    for _ in 0..len / 4 {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        bytes.extend_from_slice(&((state % 1000) as f32).to_le_bytes());
+    }
+    fs::write(path, bytes).expect("write the tensor file");
+}
+
+/// The files under `dir` (recursively), relative names sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&at) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_writer_killed_mid_multipart_leaves_no_record_and_gc_aborts_its_upload() {
+    let server = S3Server::start();
+    let dir = TestDir::new("s3-sigkill");
+    dir.install("stowage-tensor", "stowage_tensor");
+    dir.write_config("[store]\ngc_grace_seconds = 0\n");
+    // `write_config` put `dir = "store"` before our table; keep one table.
+    let text = fs::read_to_string(dir.config_path()).expect("read");
+    let text = text.replacen(
+        "[store]\ndir = \"store\"\n\n[store]\n",
+        "[store]\ndir = \"store\"\n",
+        1,
+    );
+    fs::write(dir.config_path(), text).expect("write");
+    let url = server.url("killed");
+    let env = server.env();
+    write_tensor(&dir.root.join("big.safetensors"), 96, 1);
+    let prefix = server
+        .root
+        .join(stowage_tests::s3server::BUCKET)
+        .join("killed");
+    let uploads = prefix.join("uploads");
+
+    let mut command = Command::new(&artifacts().stowage);
+    command
+        .args(["--store", &url, "put", "big", "big.safetensors"])
+        .current_dir(&dir.root)
+        .env_remove("STOWAGE_CONFIG")
+        .env("XDG_CACHE_HOME", dir.root.join("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, value) in &env {
+        command.env(key, value);
+    }
+    // s3s-fs keeps an upload's parts as `<root>/.upload_id-<id>.part-<n>`.
+    let parts = || {
+        fs::read_dir(&server.root)
+            .expect("server root")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".upload_id-"))
+            .count()
+    };
+    let mut child = command.spawn().expect("spawn the writer");
+    // Kill it once its upload is journalled and its first part is stored.
+    let journal = wait_until(Duration::from_secs(120), || {
+        let journal = files_under(&uploads)
+            .into_iter()
+            .find(|f| f.ends_with(".json"));
+        journal.filter(|_| parts() > 0)
+    });
+    let _ = child.kill(); // SIGKILL
+    let status = child.wait().expect("wait");
+    let journal = journal.expect("the writer journalled a multipart upload");
+    assert!(!status.success(), "the writer was killed: {status:?}");
+    let parts_at_kill = parts();
+    assert!(parts_at_kill > 0);
+    eprintln!(
+        "killed mid-multipart ({status:?}) with journal uploads/{journal} and {parts_at_kill} part file(s) stored"
+    );
+
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        cmd(&dir, &env, "cache-check", &all)
+    };
+    assert_eq!(json(&run(&["ls", "--json"]).ok()), json("[]"), "no record");
+    run(&["get", "big"]).fails(1, "error: no artifact named big");
+    assert!(
+        files_under(&prefix.join("blobs")).is_empty(),
+        "no blob object"
+    );
+    let gc = run(&["gc"]).ok();
+    assert_eq!(
+        gc,
+        "gc: removed 0 blob files and 0 packs, compacted 0 packs, removed 1 stale temp files; freed 0 bytes\n"
+    );
+    assert!(files_under(&uploads).is_empty(), "the journal is gone");
+    assert_eq!(parts(), 0, "the upload was aborted: no part is left");
+    // The next save of the same tensor works and reads back whole.
+    run(&["put", "big", "big.safetensors"]).ok();
+    let verify = run(&["verify"]).ok();
+    assert!(verify.ends_with(": 0 problems\n"), "{verify}");
+    assert_eq!(files_under(&prefix.join("blobs")).len(), 1);
 }
