@@ -11,6 +11,7 @@ mod data;
 mod demo;
 mod install;
 mod output;
+mod transfer;
 mod watch;
 
 use std::fmt::Write as _;
@@ -137,6 +138,27 @@ enum Command {
     Gc,
     /// Re-hash every blob of every artifact.
     Verify,
+    /// Copy artifacts from this store to another (by digest: blobs the
+    /// other store has are not stored again).
+    Push {
+        /// Artifact names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// The other store: `s3://bucket/prefix`, `file://DIR` or a
+        /// directory.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
+    /// Copy artifacts from another store into this one.
+    Pull {
+        /// Artifact names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// The other store: `s3://bucket/prefix`, `file://DIR` or a
+        /// directory.
+        #[arg(long, value_name = "URL")]
+        from: String,
+    },
     /// Stay up, rescan on changes to the plugin directory or config, and
     /// print every state transition.
     Watch {
@@ -188,6 +210,12 @@ pub fn run(args: Args) -> Result<()> {
         Command::Rm { name } => data::rm(&open(options)?, &name),
         Command::Gc => data::gc(&open(options)?),
         Command::Verify => data::verify(&open(options)?),
+        Command::Push { names, to } => {
+            transfer::run(&open(options)?, transfer::Direction::Push, &names, &to)
+        }
+        Command::Pull { names, from } => {
+            transfer::run(&open(options)?, transfer::Direction::Pull, &names, &from)
+        }
         Command::Status { json } => status(&open(options)?, json),
         Command::Install { paths } => install::install(options, &paths),
         Command::Uninstall { name } => install::uninstall(options, &name),

@@ -130,6 +130,7 @@ mod object;
 mod pack;
 mod record;
 mod sys;
+mod transfer;
 mod writer;
 
 #[cfg(test)]
@@ -161,6 +162,7 @@ pub use record::{
     BlobLocation, BlobRecord, PackLoc, Record, RecordMeta, UnreadableRecord, MAX_NAME_LEN,
     RECORD_FORMAT_VERSION, STORAGE_FILE_ZSTD, STORAGE_PACKED, STORAGE_PACKED_ZSTD, STORAGE_RAW,
 };
+pub use transfer::{copy_artifacts, CopyReport};
 pub use writer::{
     ArtifactWriter, BlobLayout, PendingArtifact, Spool, COMPRESS_MIN, PACK_BLOB_MAX,
     PARALLEL_HASH_MIN, RAW_FILE_THRESHOLD, WRITEBACK_CHUNK, ZSTD_LEVEL,

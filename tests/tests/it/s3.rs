@@ -385,3 +385,51 @@ fn a_writer_killed_mid_multipart_leaves_no_record_and_gc_aborts_its_upload() {
     assert!(verify.ends_with(": 0 problems\n"), "{verify}");
     assert_eq!(files_under(&prefix.join("blobs")).len(), 1);
 }
+
+#[test]
+fn push_and_pull_copy_artifacts_by_digest_and_skip_what_is_there() {
+    let server = S3Server::start();
+    let dir = TestDir::new("s3-push");
+    let url = server.url("team");
+    let env = server.env();
+    fs::write(dir.root.join("small.json"), r#"{"n": 1}"#).expect("write");
+    fs::write(dir.root.join("big.json"), big_document("pushed")).expect("write");
+    // The local directory store (the default) holds two artifacts.
+    let local = |args: &[&str]| cmd(&dir, &env, "cache", args);
+    local(&["put", "small", "small.json", "--json"]).ok();
+    local(&["put", "big", "big.json", "--json"]).ok();
+    let pushed = local(&["push", "small", "big", "--to", &url]).ok();
+    assert!(
+        pushed.starts_with("pushed 2 artifact(s) (")
+            && pushed.ends_with(&format!(" to {url}; 0 already there\n")),
+        "{pushed}"
+    );
+    let again = local(&["push", "small", "big", "--to", &url]).ok();
+    assert_eq!(
+        again,
+        format!("pushed 0 artifact(s) (0 bytes) to {url}; 2 already there\n")
+    );
+    // Another machine pulls into its own, empty directory store.
+    let other = dir.root.join("other-store");
+    let other_arg = other.to_str().expect("utf-8");
+    let pulled = local(&["--store", other_arg, "pull", "big", "--from", &url]).ok();
+    assert!(pulled.starts_with("pulled 1 artifact(s) ("), "{pulled}");
+    assert_eq!(
+        json(&local(&["--store", other_arg, "get", "big"]).ok())["tag"],
+        "pushed"
+    );
+    assert_eq!(
+        json(&local(&["--store", &url, "get", "small"]).ok()),
+        json(r#"{"n": 1}"#)
+    );
+    // A new name with the same bytes: its blob is not uploaded again.
+    local(&["put", "big-copy", "big.json", "--json"]).ok();
+    local(&["push", "big-copy", "--to", &url]).ok();
+    let blobs = server
+        .root
+        .join(stowage_tests::s3server::BUCKET)
+        .join("team")
+        .join("blobs");
+    assert_eq!(files_under(&blobs).len(), 1, "one blob object for both");
+    local(&["push", "missing", "--to", &url]).fails(1, "error: no artifact named missing");
+}
