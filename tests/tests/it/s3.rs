@@ -433,3 +433,87 @@ fn push_and_pull_copy_artifacts_by_digest_and_skip_what_is_there() {
     assert_eq!(files_under(&blobs).len(), 1, "one blob object for both");
     local(&["push", "missing", "--to", &url]).fails(1, "error: no artifact named missing");
 }
+
+/// `moto_server` from the test venv on a free port; killed on drop.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_moto() -> Moto {
+    let python = stowage_tests::python();
+    let bin = python.with_file_name("moto_server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let up = wait_until(Duration::from_secs(60), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    assert!(up.is_some(), "moto_server did not listen on port {port}");
+    // Create the bucket (moto accepts an unsigned CreateBucket).
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "PUT /stowage HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send CreateBucket");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "CreateBucket: {answer}");
+    moto
+}
+
+#[test]
+fn the_round_trip_subset_runs_against_moto_server_too() {
+    let moto = start_moto();
+    let dir = TestDir::new("s3-moto");
+    let url = "s3://stowage/moto".to_owned();
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ];
+    fs::write(dir.root.join("small.json"), r#"{"answer": 42}"#).expect("write");
+    fs::write(dir.root.join("big.json"), big_document("moto")).expect("write");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        cmd(&dir, &env, "cache", &all)
+    };
+    run(&["put", "small", "small.json", "--json"]).ok();
+    run(&["put", "big", "big.json", "--json"]).ok();
+    run(&["put", "small", "small.json", "--json"]).ok();
+    assert_eq!(
+        json(&run(&["get", "small"]).ok()),
+        json(r#"{"answer": 42}"#)
+    );
+    assert_eq!(json(&run(&["get", "big"]).ok())["tag"], "moto");
+    let listing = json(&run(&["ls", "--json"]).ok());
+    assert_eq!(listing.as_array().map(Vec::len), Some(2));
+    run(&["rm", "small"]).ok();
+    run(&["get", "small"]).fails(1, "error: no artifact named small");
+    let verify = run(&["verify"]).ok();
+    assert!(verify.ends_with(": 0 problems\n"), "{verify}");
+    run(&["gc"]).ok();
+    assert_eq!(json(&run(&["get", "big"]).ok())["tag"], "moto");
+}
