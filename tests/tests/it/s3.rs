@@ -517,3 +517,67 @@ fn the_round_trip_subset_runs_against_moto_server_too() {
     run(&["gc"]).ok();
     assert_eq!(json(&run(&["get", "big"]).ok())["tag"], "moto");
 }
+
+#[test]
+fn the_server_stopped_mid_multipart_fails_in_one_line_and_a_restart_recovers() {
+    let mut server = S3Server::start();
+    let dir = TestDir::new("s3-down-mid");
+    dir.install("stowage-tensor", "stowage_tensor");
+    fs::write(
+        dir.config_path(),
+        "[host]\ndir = \"plugin-libs\"\n\n[store]\ndir = \"store\"\ngc_grace_seconds = 0\n\n\
+         [store.s3]\nmax_retries = 2\nretry_timeout_seconds = 3\n",
+    )
+    .expect("write");
+    let url = server.url("midway");
+    let env = server.env();
+    write_tensor(&dir.root.join("big.safetensors"), 96, 2);
+    let uploads = server
+        .root
+        .join(stowage_tests::s3server::BUCKET)
+        .join("midway")
+        .join("uploads");
+    let mut command = Command::new(&artifacts().stowage);
+    command
+        .args(["--store", &url, "put", "big", "big.safetensors"])
+        .current_dir(&dir.root)
+        .env_remove("STOWAGE_CONFIG")
+        .env("XDG_CACHE_HOME", dir.root.join("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in &env {
+        command.env(key, value);
+    }
+    let child = command.spawn().expect("spawn the writer");
+    let journal = wait_until(Duration::from_secs(120), || {
+        files_under(&uploads)
+            .into_iter()
+            .find(|f| f.ends_with(".json"))
+    });
+    server.pause();
+    let started = Instant::now();
+    let output = child.wait_with_output().expect("wait");
+    let elapsed = started.elapsed();
+    assert!(journal.is_some(), "the writer journalled its upload");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: i/o error on {url}/blobs/")),
+        "{stderr}"
+    );
+    assert!(elapsed.as_secs() < 30, "bounded retries took {elapsed:?}");
+    eprintln!("server stopped mid-multipart: failed {elapsed:?} later: {stderr}");
+    server.run();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        cmd(&dir, &env, "cache", &all)
+    };
+    run(&["get", "big"]).fails(1, "error: no artifact named big");
+    run(&["gc"]).ok();
+    assert!(files_under(&uploads).is_empty(), "gc cleared the journal");
+    run(&["put", "big", "big.safetensors"]).ok();
+    let verify = run(&["verify"]).ok();
+    assert!(verify.ends_with(": 0 problems\n"), "{verify}");
+}
