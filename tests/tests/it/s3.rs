@@ -549,11 +549,17 @@ fn the_server_stopped_mid_multipart_fails_in_one_line_and_a_restart_recovers() {
         command.env(key, value);
     }
     let child = command.spawn().expect("spawn the writer");
-    let journal = wait_until(Duration::from_secs(120), || {
-        files_under(&uploads)
+    // Poll tightly: the parts take a few hundred milliseconds to upload.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let journal = loop {
+        let found = files_under(&uploads)
             .into_iter()
-            .find(|f| f.ends_with(".json"))
-    });
+            .find(|f| f.ends_with(".json"));
+        if found.is_some() || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
     server.pause();
     let started = Instant::now();
     let output = child.wait_with_output().expect("wait");
