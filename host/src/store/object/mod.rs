@@ -439,13 +439,22 @@ impl S3Store {
         }
     }
 
-    /// Record keys of one name, newest first.
+    /// Record keys of one name, newest first. A delimited listing: the
+    /// name's prefix holds no deeper keys, and some servers (s3s-fs) walk
+    /// only the prefix's path for a delimited listing but the whole bucket
+    /// for an undelimited one.
     async fn name_keys(&self, name: &str) -> Result<Vec<String>, StoreError> {
-        let mut keys: Vec<String> = self
-            .list(&layout::record_prefix(name))
-            .await?
-            .into_iter()
-            .map(|(key, _)| key)
+        let prefix = layout::record_prefix(name);
+        let path = self.path(prefix.trim_end_matches('/'));
+        let listed = self
+            .client
+            .list_with_delimiter(Some(&path))
+            .await
+            .map_err(|e| self.err(&prefix, e))?;
+        let mut keys: Vec<String> = listed
+            .objects
+            .iter()
+            .map(|m| self.relative(&m.location).to_owned())
             .filter(|key| key.ends_with(".json"))
             .collect();
         keys.sort();
