@@ -36,6 +36,9 @@ pub struct HostOptions {
     pub toggles: Option<String>,
     /// Store directory overriding `[store] dir` (`--store DIR`).
     pub store_dir: Option<PathBuf>,
+    /// Store URL (`file://DIR`, `s3://bucket/prefix`) overriding `[store]`
+    /// (`--store URL`); wins over `store_dir`.
+    pub store_url: Option<String>,
     /// Directories of bundled plugins, searched after the configured one
     /// (origin `bundled`; the Python wheel ships its plugins this way).
     pub bundled_plugin_dirs: Vec<PathBuf>,
@@ -53,6 +56,7 @@ impl HostOptions {
             config_explicit,
             toggles: std::env::var("STOWAGE_PLUGINS").ok(),
             store_dir: None,
+            store_url: None,
             bundled_plugin_dirs: Vec::new(),
         }
     }
@@ -64,6 +68,7 @@ impl HostOptions {
             config_explicit: true,
             toggles: None,
             store_dir: None,
+            store_url: None,
             bundled_plugin_dirs: Vec::new(),
         }
     }
@@ -171,18 +176,25 @@ impl Host {
         })
     }
 
-    /// The artifact store (opened on first use at `[store] dir` or the
-    /// override in [`HostOptions::store_dir`]).
+    /// The artifact store, opened on first use: [`HostOptions::store_url`],
+    /// else [`HostOptions::store_dir`], else `[store] url`, else
+    /// `[store] dir`.
     pub fn store(&self) -> Result<Arc<Store>, Error> {
         let mut slot = self.store.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(store) = slot.as_ref() {
             return Ok(Arc::clone(store));
         }
-        let dir = match &self.options.store_dir {
-            Some(dir) => dir.clone(),
-            None => self.snapshot().config.store_dir.clone(),
+        let snapshot = self.snapshot();
+        let config = &snapshot.config;
+        let store = match (&self.options.store_url, &self.options.store_dir) {
+            (Some(url), _) => Store::open_url(url, &config.s3)?,
+            (None, Some(dir)) => Store::open(dir)?,
+            (None, None) => match &config.store_url {
+                Some(url) => Store::open_url(url, &config.s3)?,
+                None => Store::open(&config.store_dir)?,
+            },
         };
-        let store = Arc::new(Store::open(&dir)?);
+        let store = Arc::new(store);
         *slot = Some(Arc::clone(&store));
         Ok(store)
     }

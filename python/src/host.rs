@@ -59,14 +59,19 @@ fn options_vec(options: Options) -> Vec<(String, String)> {
 #[pymethods]
 impl PyHost {
     /// Opens a host: `config` (else `$STOWAGE_CONFIG`, else
-    /// `./plugins.toml`), toggles from `$STOWAGE_PLUGINS`, `store`
-    /// overriding `[store] dir`; the wheel's bundled plugins
+    /// `./plugins.toml`), toggles from `$STOWAGE_PLUGINS`, `store` (a
+    /// directory, or a `file://`/`s3://` URL) overriding `[store]`; the wheel's bundled plugins
     /// (`stowage/plugins/`) are searched after the configured directory.
     #[new]
     #[pyo3(signature = (config=None, store=None))]
     fn new(py: Python<'_>, config: Option<PathBuf>, store: Option<PathBuf>) -> PyResult<Self> {
         let mut options = HostOptions::from_env(config.as_deref());
-        options.store_dir = store;
+        match store {
+            Some(url) if url.to_str().is_some_and(stowage::store::is_store_url) => {
+                options.store_url = url.to_str().map(str::to_owned);
+            }
+            store => options.store_dir = store,
+        }
         options.bundled_plugin_dirs = bundled_dir(py)?.into_iter().collect();
         let host = py.detach(|| Host::open(options)).map_err(to_py)?;
         Ok(PyHost {

@@ -12,6 +12,10 @@
 //! - [`mod@bench`] holds what the benchmarks in `tests/benches/` share.
 
 pub mod bench;
+/// A real S3 server (`s3s-fs`) for the S3 store's tests; the same file the
+/// host's unit tests use.
+#[path = "../../host/src/store/object/testserver.rs"]
+pub mod s3server;
 
 use std::collections::HashMap;
 use std::fs;

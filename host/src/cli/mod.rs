@@ -11,6 +11,7 @@ mod data;
 mod demo;
 mod install;
 mod output;
+mod transfer;
 mod watch;
 
 use std::fmt::Write as _;
@@ -30,8 +31,9 @@ pub struct Args {
     /// Config file (default: $STOWAGE_CONFIG, else ./plugins.toml).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Store directory (default: `[store] dir` of the config).
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Store directory or URL (`file://DIR`, `s3://bucket/prefix`;
+    /// default: `[store] url` or `[store] dir` of the config).
+    #[arg(long, global = true, value_name = "DIR|URL")]
     store: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -136,6 +138,27 @@ enum Command {
     Gc,
     /// Re-hash every blob of every artifact.
     Verify,
+    /// Copy artifacts from this store to another (by digest: blobs the
+    /// other store has are not stored again).
+    Push {
+        /// Artifact names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// The other store: `s3://bucket/prefix`, `file://DIR` or a
+        /// directory.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
+    /// Copy artifacts from another store into this one.
+    Pull {
+        /// Artifact names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// The other store: `s3://bucket/prefix`, `file://DIR` or a
+        /// directory.
+        #[arg(long, value_name = "URL")]
+        from: String,
+    },
     /// Stay up, rescan on changes to the plugin directory or config, and
     /// print every state transition.
     Watch {
@@ -159,7 +182,12 @@ enum Command {
 /// Runs one command.
 pub fn run(args: Args) -> Result<()> {
     let mut options = HostOptions::from_env(args.config.as_deref());
-    options.store_dir = args.store;
+    match args.store {
+        Some(store) if store.to_str().is_some_and(stowage::store::is_store_url) => {
+            options.store_url = store.to_str().map(str::to_owned);
+        }
+        store => options.store_dir = store,
+    }
     match args.command {
         Command::Put {
             name,
@@ -182,6 +210,12 @@ pub fn run(args: Args) -> Result<()> {
         Command::Rm { name } => data::rm(&open(options)?, &name),
         Command::Gc => data::gc(&open(options)?),
         Command::Verify => data::verify(&open(options)?),
+        Command::Push { names, to } => {
+            transfer::run(&open(options)?, transfer::Direction::Push, &names, &to)
+        }
+        Command::Pull { names, from } => {
+            transfer::run(&open(options)?, transfer::Direction::Pull, &names, &from)
+        }
         Command::Status { json } => status(&open(options)?, json),
         Command::Install { paths } => install::install(options, &paths),
         Command::Uninstall { name } => install::uninstall(options, &name),

@@ -126,6 +126,18 @@ pub enum ConfigError {
         /// The value as written.
         value: String,
     },
+    /// `[store] url` is not a `file://` or `s3://bucket/prefix` URL.
+    #[error("{at}: {key} {value:?} is not a store URL: {reason}")]
+    BadStoreUrl {
+        /// Where the value is.
+        at: Location,
+        /// The dotted key.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// `sha256` is not 64 hex characters.
     #[error("{at}: {key} must be 64 hex characters, found {found}")]
     BadSha256 {

@@ -39,6 +39,7 @@ use super::document::{dotted, parse_document, read_text, type_name};
 use super::error::{ConfigError, Location};
 use crate::fallback::FALLBACK_NAME;
 use crate::serializer::{is_valid_plugin_name, MAX_PLUGIN_PRIORITY};
+use crate::store::{S3Options, S3Url};
 
 /// The config file used when neither `--config` nor `STOWAGE_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "plugins.toml";
@@ -94,6 +95,12 @@ pub struct Config {
     /// `[host] runner`: the `stowage-runner` executable, resolved like
     /// `plugin_dir`; `None` looks beside the running executable.
     pub runner: Option<PathBuf>,
+    /// `[store] url` (`file://DIR` or `s3://bucket/prefix`); when set it
+    /// wins over `store_dir`.
+    pub store_url: Option<String>,
+    /// `[store] cache`, `[store] gc_grace_seconds` and `[store.s3]`
+    /// (`endpoint`, `region`, `allow_http`): how an S3 store is reached.
+    pub s3: S3Options,
     /// The `[plugins.NAME]` tables, in file order.
     pub plugins: Vec<PluginEntry>,
     /// One line each, `PATH:LINE:COLUMN: message` naming the key: unknown
@@ -223,6 +230,18 @@ impl Config {
                         let dotted = dotted("store", name);
                         match name {
                             "dir" => config.store_dir = base.join(reader.dir(key, item, &dotted)?),
+                            "url" => config.store_url = Some(reader.store_url(key, item, &dotted)?),
+                            "cache" => {
+                                config.s3.cache = Some(base.join(reader.dir(key, item, &dotted)?))
+                            }
+                            "gc_grace_seconds" => {
+                                let secs = reader.integer(key, item, &dotted)?;
+                                let secs = u64::try_from(secs).map_err(|_| {
+                                    reader.wrong_type(key, item, &dotted, "a non-negative integer")
+                                })?;
+                                config.s3.gc_grace = Some(std::time::Duration::from_secs(secs));
+                            }
+                            "s3" => reader.s3(key, item, &mut config.s3)?,
                             _ => reader.unknown(key, &dotted),
                         }
                     }
@@ -259,6 +278,8 @@ impl Config {
             store_dir: base.join(DEFAULT_STORE_DIR),
             isolation: Isolation::InProcess,
             runner: None,
+            store_url: None,
+            s3: S3Options::default(),
             plugins: Vec::new(),
             warnings: Vec::new(),
         }
@@ -353,6 +374,58 @@ impl Reader<'_> {
             });
         }
         Ok(dir)
+    }
+
+    /// `[store] url`: `file://DIR` or a valid `s3://bucket/prefix`.
+    fn store_url(&self, key: &Key, item: &Item, dotted: &str) -> Result<String, ConfigError> {
+        let url = self.dir(key, item, dotted)?;
+        let checked = if url.starts_with("file://") {
+            Ok(())
+        } else {
+            S3Url::parse(url).map(|_| ())
+        };
+        checked.map_err(|reason| ConfigError::BadStoreUrl {
+            at: self.value_at(key, item),
+            key: dotted.to_owned(),
+            value: url.to_owned(),
+            reason,
+        })?;
+        Ok(url.to_owned())
+    }
+
+    /// `[store.s3]`: `endpoint`, `region`, `allow_http`, `max_retries`,
+    /// `retry_timeout_seconds`.
+    fn s3(&mut self, key: &Key, item: &Item, s3: &mut S3Options) -> Result<(), ConfigError> {
+        let table = self.table(key, item, "store.s3")?;
+        for (name, _) in table.iter() {
+            let Some((key, item)) = table.get_key_value(name) else {
+                continue;
+            };
+            let dotted = dotted("store.s3", name);
+            match name {
+                "endpoint" => s3.endpoint = Some(self.dir(key, item, &dotted)?.to_owned()),
+                "region" => s3.region = Some(self.dir(key, item, &dotted)?.to_owned()),
+                "allow_http" => s3.allow_http = Some(self.boolean(key, item, &dotted)?),
+                "max_retries" | "retry_timeout_seconds" => {
+                    let n = self.integer(key, item, &dotted)?;
+                    let n = u64::try_from(n).map_err(|_| {
+                        self.wrong_type(key, item, &dotted, "a non-negative integer")
+                    })?;
+                    let (mut retries, mut timeout) = s3.retries.unwrap_or((
+                        crate::store::DEFAULT_RETRIES,
+                        crate::store::DEFAULT_RETRY_TIMEOUT,
+                    ));
+                    if name == "max_retries" {
+                        retries = usize::try_from(n).unwrap_or(usize::MAX);
+                    } else {
+                        timeout = std::time::Duration::from_secs(n);
+                    }
+                    s3.retries = Some((retries, timeout));
+                }
+                _ => self.unknown(key, &dotted),
+            }
+        }
+        Ok(())
     }
 
     /// One `[plugins.NAME]` table.

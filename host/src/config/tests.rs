@@ -189,6 +189,54 @@ fn absolute_dirs_are_kept() {
 }
 
 #[test]
+fn store_url_cache_grace_and_store_s3_are_read() {
+    let toml = "[store]\nurl = \"s3://bucket/team/a\"\ncache = \"c\"\ngc_grace_seconds = 0\n\
+                [store.s3]\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\n\
+                allow_http = true\nmax_retries = 2\nretry_timeout_seconds = 3\n";
+    let config = Config::parse(toml, Path::new("/srv/app/plugins.toml")).expect("parses");
+    assert_eq!(config.store_url.as_deref(), Some("s3://bucket/team/a"));
+    assert_eq!(
+        config.s3,
+        crate::store::S3Options {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            region: Some("eu-west-1".into()),
+            allow_http: Some(true),
+            cache: Some(PathBuf::from("/srv/app/c")),
+            gc_grace: Some(std::time::Duration::ZERO),
+            retries: Some((2, std::time::Duration::from_secs(3))),
+            ..Default::default()
+        }
+    );
+    assert!(config.warnings.is_empty());
+    let file = check_ok("[store]\nurl = \"file:///srv/store\"\n");
+    assert_eq!(file.store_url.as_deref(), Some("file:///srv/store"));
+}
+
+#[test]
+fn bad_store_urls_and_s3_keys_are_errors_at_the_value() {
+    check_err(
+        "[store]\nurl = \"s3:///x\"\n",
+        "plugins.toml:2:7: store.url \"s3:///x\" is not a store URL: it names no bucket",
+    );
+    check_err(
+        "[store]\nurl = \"http://x\"\n",
+        "plugins.toml:2:7: store.url \"http://x\" is not a store URL: it does not start with s3:// or file://",
+    );
+    check_err(
+        "[store]\nurl = \"s3://b/../x\"\n",
+        "plugins.toml:2:7: store.url \"s3://b/../x\" is not a store URL: its prefix has a . or .. segment",
+    );
+    check_err(
+        "[store.s3]\nallow_http = \"yes\"\n",
+        "plugins.toml:2:14: store.s3.allow_http must be a boolean, found string",
+    );
+    check_warnings(
+        "[store.s3]\nbucket = \"b\"\n",
+        &["plugins.toml:2:1: unknown key store.s3.bucket (ignored)"],
+    );
+}
+
+#[test]
 fn autoload_can_be_turned_off() {
     assert!(!check_ok("[host]\nautoload = false\n").autoload);
     assert!(check_ok("[host]\nautoload = true\n").autoload);

@@ -1,10 +1,10 @@
 //! The store seam: [`StoreBackend`], what every place artifacts are kept
 //! must do, and the guarantees each one keeps. The host talks to a backend
 //! only through [`Store`](super::Store), a handle around an
-//! `Arc<dyn StoreBackend>`. Today's one backend is
-//! [`DirStore`](super::DirStore) (a local directory); an object-storage
-//! backend (SPEC §13) and a new index are added as further implementations,
-//! and `contract.rs` is the test suite every one of them must pass
+//! `Arc<dyn StoreBackend>`. The backends are
+//! [`DirStore`](super::DirStore) (a local directory) and `S3Store`
+//! (S3-compatible object storage, SPEC §13, `store/object/`, cargo feature
+//! `s3`); `contract.rs` is the test suite every one of them passes
 //! unchanged.
 //!
 //! A save goes [`StoreBackend::writer`] → [`ArtifactWriter`] (blobs

@@ -7,9 +7,8 @@
 //! Invariant: the handle adds no state and no guarantee of its own; every
 //! guarantee is the backend's (see `backend.rs`).
 //!
-//! Decision: [`Store::open`] opens a [`DirStore`] (the only backend so far);
-//! a backend chosen by `[store] url` will get its own constructor and be
-//! wrapped by [`Store::from_backend`].
+//! Decision: [`Store::open`] opens a [`DirStore`]; [`Store::open_url`]
+//! opens what `[store] url` names (`file://` or `s3://`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +32,29 @@ impl Store {
     /// [`DirStore::open`] for recovery and read-only mode.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Ok(Store::from_backend(Arc::new(DirStore::open(dir)?)))
+    }
+
+    /// Opens the store a URL names: `file://DIR` (the directory store) or
+    /// `s3://bucket/prefix` (the S3 store, cargo feature `s3`).
+    pub fn open_url(url: &str, s3: &super::S3Options) -> Result<Store, StoreError> {
+        if let Some(dir) = url.strip_prefix("file://") {
+            return Store::open(Path::new(dir));
+        }
+        #[cfg(feature = "s3")]
+        if url.starts_with("s3://") {
+            return Ok(Store::from_backend(Arc::new(super::S3Store::open(
+                url, s3,
+            )?)));
+        }
+        let _ = s3;
+        Err(StoreError::io(
+            url,
+            std::io::Error::other(if url.starts_with("s3://") {
+                "this build of stowage has no S3 support (cargo feature s3)"
+            } else {
+                "not a store URL: use file://DIR or s3://BUCKET/PREFIX"
+            }),
+        ))
     }
 
     /// A handle on `backend`.

@@ -136,10 +136,14 @@ mod gc;
 mod handle;
 mod index;
 mod input;
+mod location;
+#[cfg(feature = "s3")]
+mod object;
 mod pack;
 mod record;
 mod snapshot;
 mod sys;
+mod transfer;
 mod writer;
 
 #[cfg(test)]
@@ -161,12 +165,19 @@ pub use format::STORE_FORMAT;
 pub use gc::{GcReport, VerifyIssue, VerifyReport, DEFAULT_GC_GRACE};
 pub use handle::Store;
 pub use input::{map_input, open_input, spool_input, Input, InputError};
+pub use location::{
+    default_cache_dir, is_store_url, S3Options, S3Url, DEFAULT_RETRIES, DEFAULT_RETRY_TIMEOUT,
+    DEFAULT_S3_GC_GRACE,
+};
+#[cfg(feature = "s3")]
+pub use object::S3Store;
 pub use pack::DEFAULT_PACK_LIMIT;
 pub use record::{
     BlobLocation, BlobRecord, PackLoc, PartRecord, Record, RecordMeta, UnreadableRecord,
     MAX_NAME_LEN, RECORD_FORMAT_VERSION, STORAGE_FILE_ZSTD, STORAGE_PACKED, STORAGE_PACKED_ZSTD,
     STORAGE_RAW,
 };
+pub use transfer::{copy_artifacts, CopyReport};
 pub use writer::{
     ArtifactWriter, BlobLayout, PendingArtifact, Spool, COMPRESS_MIN, PACK_BLOB_MAX,
     PARALLEL_HASH_MIN, RAW_FILE_THRESHOLD, WRITEBACK_CHUNK, ZSTD_LEVEL,

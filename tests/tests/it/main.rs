@@ -40,5 +40,7 @@ mod python;
 mod isolation;
 // The Metaflow extension in real Metaflow (issue #16).
 mod metaflow;
+// The S3 store against a real S3 server: URLs, eight machines, faults.
+mod s3;
 // House rules checked on the source tree.
 mod tidy;

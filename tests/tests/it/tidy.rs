@@ -160,6 +160,7 @@ const UNSAFE_FILES: &[&str] = &[
     "host/src/store/pack.rs",
     "host/src/store/input.rs",
     "host/src/store/snapshot.rs",
+    "host/src/store/object/cache.rs",
     "plugins/arrow/src/ffi.rs",
     "python/src/convert.rs",
     "python/src/arrow.rs",

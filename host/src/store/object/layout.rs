@@ -1,0 +1,190 @@
+//! Where things live in an S3 store (SPEC §13): the object keys under the
+//! store's prefix, the escaping of artifact names into one key segment,
+//! and the newest-first record ids (inverted ULIDs).
+//!
+//! ```text
+//! blobs/<2 hex>/<blake3>          a large raw blob (one object, mappable once cached)
+//! blobs/<2 hex>/<blake3>.zst      a large compressible blob, one zstd frame
+//! packs/<16 hex>                  a batch's small blobs, concatenated
+//! records/<escaped name>/<inverted ULID>.json   one immutable record or tombstone
+//! batches/<ULID>                  commit marker of a batch of several artifacts
+//! uploads/<ULID>.json             journal of a multipart upload in progress
+//! ```
+//!
+//! Invariants: an escaped name is one key segment of `[A-Za-z0-9_-]` and
+//! `=XX` escapes (`=` is never percent-encoded by object_store's paths,
+//! unlike `~` or `%`), so it never contains `/` or `.` and `records/<a>/`
+//! is never a prefix of `records/<b>/` for two different names. Record ids
+//! are 32 lowercase hex digits, so key order is id order: the first key of
+//! a name's prefix is its newest record.
+//!
+//! Decision: a ULID here is 48 bits of milliseconds and 80 bits of
+//! entropy, where the entropy is blake3 of (pid, a process counter, the
+//! clock's nanoseconds); ids made by one process are strictly increasing
+//! even within one millisecond (the previous one plus one).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The prefix of every blob object.
+pub(crate) const BLOBS: &str = "blobs";
+/// The prefix of every pack object.
+pub(crate) const PACKS: &str = "packs";
+/// The prefix of every record object.
+pub(crate) const RECORDS: &str = "records";
+/// The prefix of batch commit markers.
+pub(crate) const BATCHES: &str = "batches";
+/// The prefix of multipart upload journals.
+pub(crate) const UPLOADS: &str = "uploads";
+
+/// `blobs/<2 hex>/<digest>[.zst]`, relative to the store prefix.
+pub(crate) fn blob_key(digest: &str, zstd: bool) -> String {
+    let fan = digest.get(..2).unwrap_or("00");
+    if zstd {
+        format!("{BLOBS}/{fan}/{digest}.zst")
+    } else {
+        format!("{BLOBS}/{fan}/{digest}")
+    }
+}
+
+/// `packs/<16 hex>`.
+pub(crate) fn pack_key(id: u64) -> String {
+    format!("{PACKS}/{id:016x}")
+}
+
+/// The pack id of a `packs/` key's last segment.
+pub(crate) fn parse_pack(segment: &str) -> Option<u64> {
+    (segment.len() == 16)
+        .then(|| u64::from_str_radix(segment, 16).ok())
+        .flatten()
+}
+
+/// `records/<escaped name>/`, the prefix listing one name's history.
+pub(crate) fn record_prefix(name: &str) -> String {
+    format!("{RECORDS}/{}/", escape_name(name))
+}
+
+/// `records/<escaped name>/<inverted id>.json`.
+pub(crate) fn record_key(name: &str, id: u128) -> String {
+    format!("{}{:032x}.json", record_prefix(name), !id)
+}
+
+/// The id of a record key's last segment (`<inverted id>.json`).
+pub(crate) fn parse_record_id(segment: &str) -> Option<u128> {
+    let hex = segment.strip_suffix(".json")?;
+    (hex.len() == 32)
+        .then(|| u128::from_str_radix(hex, 16).ok().map(|inv| !inv))
+        .flatten()
+}
+
+/// `batches/<32 hex>`.
+pub(crate) fn batch_key(id: u128) -> String {
+    format!("{BATCHES}/{id:032x}")
+}
+
+/// `uploads/<32 hex>.json`.
+pub(crate) fn upload_key(id: u128) -> String {
+    format!("{UPLOADS}/{id:032x}.json")
+}
+
+/// One key segment for an artifact name: `[A-Za-z0-9_-]` as is, every
+/// other byte as `=` and two lowercase hex digits.
+pub(crate) fn escape_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("={byte:02x}"));
+        }
+    }
+    out
+}
+
+/// The name an escaped segment stands for; `None` if it is not one
+/// [`escape_name`] makes.
+pub(crate) fn unescape_name(segment: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(segment.len());
+    let mut rest = segment.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'=' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(first);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// A new id: milliseconds since the epoch in the top 48 bits, entropy
+/// below; strictly increasing within this process.
+pub(crate) fn new_ulid() -> u128 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static LAST: Mutex<u128> = Mutex::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let millis = u128::from(u64::try_from(now.as_millis()).unwrap_or(u64::MAX) & ((1 << 48) - 1));
+    let mut seed = Vec::with_capacity(24);
+    seed.extend_from_slice(&std::process::id().to_le_bytes());
+    seed.extend_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    seed.extend_from_slice(&now.subsec_nanos().to_le_bytes());
+    let hash = blake3::hash(&seed);
+    let mut entropy = [0u8; 16];
+    entropy[6..].copy_from_slice(&hash.as_bytes()[..10]);
+    let id = (millis << 80) | u128::from_be_bytes(entropy);
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    let id = if id <= *last { *last + 1 } else { id };
+    *last = id;
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_names_are_one_safe_segment_and_round_trip() {
+        for name in [
+            "plain-name_1",
+            "with space",
+            "dots.and~tilde",
+            "ünï",
+            "a%2Fb",
+        ] {
+            let escaped = escape_name(name);
+            assert!(escaped
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)));
+            assert_eq!(unescape_name(&escaped).as_deref(), Some(name));
+        }
+        assert_eq!(escape_name("a.b c"), "a=2eb=20c");
+        assert_eq!(unescape_name("=zz"), None);
+    }
+
+    #[test]
+    fn newer_records_sort_first_in_key_order() {
+        let old = new_ulid();
+        let new = new_ulid();
+        assert!(new > old);
+        let (k_old, k_new) = (record_key("x", old), record_key("x", new));
+        assert!(k_new < k_old, "{k_new} sorts before {k_old}");
+        let segment = k_new.rsplit('/').next().unwrap_or_default();
+        assert_eq!(parse_record_id(segment), Some(new));
+        assert_eq!(record_prefix("x"), "records/x/");
+    }
+
+    #[test]
+    fn keys_have_the_documented_shape() {
+        let digest = "ab".repeat(32);
+        assert_eq!(blob_key(&digest, false), format!("blobs/ab/{digest}"));
+        assert_eq!(blob_key(&digest, true), format!("blobs/ab/{digest}.zst"));
+        assert_eq!(pack_key(255), "packs/00000000000000ff");
+        assert_eq!(parse_pack("00000000000000ff"), Some(255));
+        assert_eq!(parse_pack("ff"), None);
+    }
+}
