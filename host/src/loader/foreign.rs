@@ -179,9 +179,9 @@ fn with_sink<R>(sink: &mut dyn BlobSink, call: impl FnOnce(&mut AbiSink) -> R) -
 }
 
 /// Adapts an `io::Write` to a sink that accepts exactly one blob.
-struct SingleFile<'w> {
-    out: &'w mut dyn Write,
-    started: bool,
+pub(super) struct SingleFile<'w> {
+    pub(super) out: &'w mut dyn Write,
+    pub(super) started: bool,
 }
 
 impl BlobSink for SingleFile<'_> {

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use stowage_plugin_api::ErrorKind;
 
+use super::foreign::SingleFile;
 use super::{
     check_library_file, check_location, check_sha256, read_file, Checks, LoadError, Opened,
 };
@@ -510,7 +511,7 @@ impl Serializer for IsolatedPlugin {
             meta: meta.clone(),
             blobs: regions,
         };
-        let mut file = OneFile {
+        let mut file = SingleFile {
             out,
             started: false,
         };
@@ -534,23 +535,5 @@ impl Serializer for IsolatedPlugin {
             (Reply::Text(text), _) => Ok(text),
             _ => Err(self.unexpected(Entry::Describe)),
         }
-    }
-}
-
-/// The export output: exactly one file.
-struct OneFile<'w> {
-    out: &'w mut dyn Write,
-    started: bool,
-}
-
-impl BlobSink for OneFile<'_> {
-    fn begin_blob(&mut self, _name: &str) -> Result<(), String> {
-        if std::mem::replace(&mut self.started, true) {
-            return Err("export wrote more than one file".to_owned());
-        }
-        Ok(())
-    }
-    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.out.write_all(bytes).map_err(|e| e.to_string())
     }
 }
