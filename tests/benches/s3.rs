@@ -3,15 +3,29 @@
 //! (`save_many`, then verified loads) and a 256 MiB float32 tensor (save,
 //! verified load, mapped loads: the first downloads into the cache, the
 //! second maps it), through the host on the S3 store beside the same on the
-//! local directory store. Metaflow's S3 datastore is not measured here (see
-//! the issue note). Nothing here asserts a time; `--quick` (or `--test`)
-//! runs a short smoke version.
+//! local directory store. Then Metaflow's S3 datastore on the same server
+//! (same bucket, prefix `metaflow`): `benches/metaflow_s3.py`, run with the
+//! interop venv's Python ([`stowage_tests::python`], which makes the venv
+//! from `tests/requirements.txt` when missing and fails the bench if it
+//! cannot — never skips), saves and loads the same small dicts and the same
+//! float32 values through Metaflow's `TaskDataStore` on `S3Storage` (pickle,
+//! gzip, boto3) and prints JSON; the bench prints stowage-S3 / Metaflow-S3
+//! ratios against SPEC §9's goals (≥ 10× small, ≥ 3× tensor). Nothing here
+//! asserts a time; `--quick` (or `--test`) runs a short smoke version (200
+//! small artifacts, a 16 MiB tensor), Metaflow included.
+//!
+//! Decision: Metaflow's small figures are one `save_artifacts` call and one
+//! `load_artifacts` call over all of them (its batch API, as
+//! `python/bench.py` measures the local datastore), set beside stowage's
+//! `save_many` and its one-by-one verified loads; its tensor figures are
+//! one save and one load, beside stowage's verified `load`.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use stowage::{Buffer, Host, HostOptions, Tensor, Value};
 use stowage_tests::s3server::{S3Server, ACCESS_KEY, SECRET_KEY};
-use stowage_tests::{bench, TestDir};
+use stowage_tests::{bench, python, workspace_root, TestDir};
 
 const MIB: usize = 1 << 20;
 
@@ -46,6 +60,14 @@ struct Figures {
     tensor_load: Duration,
     mapped_first: Duration,
     mapped_second: Duration,
+}
+
+/// Metaflow's S3 datastore figures: artifacts per second, tensor times.
+struct Metaflow {
+    small_save: f64,
+    small_load: f64,
+    tensor_save: Duration,
+    tensor_load: Duration,
 }
 
 fn measure(host: &Host, count: i64, tensor_bytes: usize) -> Figures {
@@ -93,7 +115,7 @@ fn mb_per_s(bytes: usize, t: Duration) -> f64 {
 fn main() {
     let quick = bench::start("S3 store benchmarks (s3s-fs on 127.0.0.1)");
     let (count, tensor_bytes) = if quick {
-        (500, 16 * MIB)
+        (200, 16 * MIB)
     } else {
         (10_000, 256 * MIB)
     };
@@ -104,8 +126,11 @@ fn main() {
 
     let dir = TestDir::new("bench-s3");
     dir.install("stowage-tensor", "stowage_tensor");
+    // `cache` continues `[store]`: the S3 store's cache stays in the
+    // bench's directory, not in ~/.cache.
     dir.write_config(&format!(
-        "[store.s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
+        "cache = {:?}\n[store.s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n",
+        dir.root.join("cache").display().to_string(),
         server.endpoint
     ));
     let local = dir.host();
@@ -157,4 +182,90 @@ fn main() {
         "load_mapped {mib} MiB tensor: local {:?}; s3 first {:?} (download + verify into the cache), second {:?} (maps the cache)",
         l.mapped_first, s.mapped_first, s.mapped_second
     );
+
+    let m = metaflow(&server, &dir, count, tensor_bytes);
+    println!();
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "", "stowage s3", "metaflow s3", "ratio"
+    );
+    let goal_row = |what: &str, ours: f64, theirs: f64, unit: &str, goal: f64| {
+        let ratio = ours / theirs;
+        println!(
+            "{:<44} {:>10.0} {unit:<3} {:>10.0} {unit:<3} {:>7.2}x (goal >= {goal}x) {}",
+            what,
+            ours,
+            theirs,
+            ratio,
+            bench::at_least(ratio, goal)
+        );
+    };
+    goal_row(
+        &format!("save {count} small artifacts"),
+        s.small_save,
+        m.small_save,
+        "/s",
+        10.0,
+    );
+    goal_row(
+        &format!("load {count} small artifacts"),
+        s.small_load,
+        m.small_load,
+        "/s",
+        10.0,
+    );
+    goal_row(
+        &format!("save {mib} MiB tensor"),
+        mb_per_s(tensor_bytes, s.tensor_save),
+        mb_per_s(tensor_bytes, m.tensor_save),
+        "MB/s",
+        3.0,
+    );
+    goal_row(
+        &format!("load {mib} MiB tensor"),
+        mb_per_s(tensor_bytes, s.tensor_load),
+        mb_per_s(tensor_bytes, m.tensor_load),
+        "MB/s",
+        3.0,
+    );
+}
+
+/// Metaflow's figures on the same server, from `benches/metaflow_s3.py`.
+fn metaflow(server: &S3Server, dir: &TestDir, count: i64, tensor_bytes: usize) -> Metaflow {
+    let work = dir.root.join("metaflow-work");
+    std::fs::create_dir_all(&work).expect("create Metaflow's work directory");
+    let script = workspace_root().join("tests/benches/metaflow_s3.py");
+    let output = Command::new(python())
+        .arg(&script)
+        .args(["--count", &count.to_string()])
+        .args(["--tensor-bytes", &tensor_bytes.to_string()])
+        .current_dir(&work)
+        .envs(server.env())
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("METAFLOW_DATASTORE_SYSROOT_S3", server.url("metaflow"))
+        .env("METAFLOW_S3_ENDPOINT_URL", &server.endpoint)
+        // Metaflow's user config (~/.metaflowconfig) stays out of it.
+        .env("METAFLOW_HOME", &work)
+        .output()
+        .expect("run the interop Python");
+    assert!(
+        output.status.success(),
+        "{} failed ({}):\n{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("metaflow_s3.py prints one JSON object");
+    let number = |key: &str| {
+        json[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("metaflow_s3.py printed no number {key:?}"))
+    };
+    Metaflow {
+        small_save: number("small_save"),
+        small_load: number("small_load"),
+        tensor_save: Duration::from_secs_f64(number("tensor_save")),
+        tensor_load: Duration::from_secs_f64(number("tensor_load")),
+    }
 }

@@ -69,7 +69,9 @@ fn pytest_suite_passes_without_failures_errors_or_skips() {
     let mut command = Command::new(python);
     command
         .env("STOWAGE_TEST_BIN", &artifacts().stowage)
-        .env("STOWAGE_TEST_RUST_CONFIG", &config);
+        .env("STOWAGE_TEST_RUST_CONFIG", &config)
+        // test_s3.py starts its own server with it (installed if missing).
+        .env("STOWAGE_TEST_S3S_FS", stowage_tests::s3server::s3s_fs());
     for (key, lib) in LIBS {
         command.env(key, artifacts().lib(lib));
     }
