@@ -56,8 +56,8 @@ fn host_with(decliners: usize) -> (TestDir, stowage::Host) {
         .count();
     assert_eq!(
         active,
-        decliners + 2,
-        "echo, the fallback and {decliners} decliners are active"
+        decliners + 3,
+        "echo, the two built-ins (msgpack, composite) and {decliners} decliners are active"
     );
     (dir, host)
 }
