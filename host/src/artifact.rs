@@ -205,10 +205,41 @@ pub(crate) fn load(
     name: &str,
     verify: Verify,
 ) -> Result<Loaded, Error> {
-    let (record, blobs) = buffers(store, name, verify)?;
+    let record = store.get(name)?;
+    let data = store.read_blobs(&record, verify)?;
+    deserialize(table, record, data)
+}
+
+/// Loads each of `names` (all or nothing, in order): the records looked
+/// up together, then every blob read together, so a store on the network
+/// makes its requests concurrently and fetches a pack's wanted ranges
+/// once, instead of a round of requests per artifact.
+pub(crate) fn load_many(
+    table: &DispatchTable,
+    store: &Store,
+    names: &[&str],
+    verify: Verify,
+) -> Result<Vec<Loaded>, Error> {
+    let records = store.get_many(names)?;
+    let data = store.read_many(&records, verify)?;
+    records
+        .into_iter()
+        .zip(data)
+        .map(|(record, data)| deserialize(table, record, data))
+        .collect()
+}
+
+/// `record` read back from its blobs' `data` by the first reader of its
+/// encoding.
+fn deserialize(
+    table: &DispatchTable,
+    record: Record,
+    data: Vec<BlobData>,
+) -> Result<Loaded, Error> {
+    let blobs = named_buffers(&record, data);
     let dispatched = table
         .deserialize(&artifact_meta(&record), &written_by(&record), &blobs)
-        .map_err(|e| Error::loading(name, e))?;
+        .map_err(|e| Error::loading(&record.name, e))?;
     Ok(Loaded {
         value: dispatched.output,
         skipped: dispatched.skipped,
@@ -397,12 +428,20 @@ fn buffers(
     name: &str,
     verify: Verify,
 ) -> Result<(Record, Vec<(String, Buffer)>), Error> {
-    let (record, blobs) = load_raw(store, name, verify)?;
-    let buffers = blobs
-        .into_iter()
-        .map(|(name, data)| (name, Buffer::from_owner(data)))
-        .collect();
+    let record = store.get(name)?;
+    let data = store.read_blobs(&record, verify)?;
+    let buffers = named_buffers(&record, data);
     Ok((record, buffers))
+}
+
+/// Each blob's bytes beside its name, as readers take them.
+fn named_buffers(record: &Record, data: Vec<BlobData>) -> Vec<(String, Buffer)> {
+    record
+        .blobs
+        .iter()
+        .map(|blob| blob.name.clone())
+        .zip(data.into_iter().map(Buffer::from_owner))
+        .collect()
 }
 
 /// Commits one artifact durably and returns its record.

@@ -408,6 +408,21 @@ impl Host {
         artifact::load(&self.snapshot().table, &*self.store()?, name, Verify::None)
     }
 
+    /// Loads every one of `names`, re-hashing every blob (as
+    /// [`Host::load`]), all or nothing, in order; the error names the
+    /// artifact that failed. On an object store this is the fast way to
+    /// read many artifacts: the lookups run concurrently and the small
+    /// blobs of one pack come in one request, where [`Host::load`] makes
+    /// a round of requests per artifact.
+    pub fn load_many(&self, names: &[&str]) -> Result<Vec<Loaded>, Error> {
+        artifact::load_many(&self.snapshot().table, &*self.store()?, names, Verify::Hash)
+    }
+
+    /// [`Host::load_many`] without re-hashing, as [`Host::load_mapped`].
+    pub fn load_many_mapped(&self, names: &[&str]) -> Result<Vec<Loaded>, Error> {
+        artifact::load_many(&self.snapshot().table, &*self.store()?, names, Verify::None)
+    }
+
     /// Writes `name` in its standard file format to `out` (verified first),
     /// streaming: the exporter's bytes go straight to `out`, never through
     /// a buffer of the whole file.

@@ -161,6 +161,30 @@ impl PyHost {
         to_python(py, loaded.value)
     }
 
+    /// Loads every one of `names`, in order, all or nothing (as `load`,
+    /// verified unless `mapped=True`); on an S3 store the lookups and reads
+    /// run concurrently, so this is the fast way to read many artifacts.
+    #[pyo3(signature = (names, mapped=false))]
+    fn load_many(&self, py: Python<'_>, names: Vec<String>, mapped: bool) -> PyResult<Py<PyAny>> {
+        let host = &self.host;
+        let loaded = py
+            .detach(|| {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                if mapped {
+                    host.load_many_mapped(&names)
+                } else {
+                    host.load_many(&names)
+                }
+            })
+            .map_err(to_py)?;
+        let list = PyList::empty(py);
+        for one in loaded {
+            warn_skipped(py, &one.skipped)?;
+            list.append(to_python(py, one.value)?)?;
+        }
+        Ok(list.into_any().unbind())
+    }
+
     /// Every record (as `ls --json`).
     fn ls(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let host = &self.host;

@@ -65,6 +65,20 @@ def test_save_many_is_all_or_nothing(host):
     assert sorted(r["name"] for r in host.ls()) == ["a", "b"]
 
 
+def test_load_many_returns_values_in_order_and_names_a_missing_one(host):
+    host.save_many({"a": 1, "b": np.arange(3, dtype=np.int64), "c": {"k": [1, 2]}})
+    got = host.load_many(["c", "a", "b", "a"])
+    assert got[0] == {"k": [1, 2]} and got[1] == 1 and got[3] == 1
+    assert np.array_equal(got[2], np.arange(3, dtype=np.int64))
+    assert host.load_many([]) == []
+    assert host.load_many(["a"], mapped=True) == [1]
+    with pytest.raises(stowage.NotFound) as raised:
+        host.load_many(["a", "nope"])
+    assert str(raised.value) == "no artifact named nope"
+    with pytest.raises(TypeError):
+        host.load_many("abc")
+
+
 def raw_blob(host, name: str, store: Path) -> Path:
     blob = host.inspect(name)["blobs"][0]
     assert blob["storage"] == "raw"

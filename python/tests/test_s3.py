@@ -90,6 +90,9 @@ def test_s3_store_saves_loads_and_lists_through_the_server(s3_config: Path, tmp_
     # Another prefix of the same bucket is another, empty store.
     assert stowage.Host(s3_config, store=f"s3://{BUCKET}/elsewhere").ls() == []
 
+    assert again.load_many(["tags", "weights", "metrics"])[0] == ["a", "b"]
+    assert np.array_equal(again.load_many(["weights"], mapped=True)[0], array)
+
     host.rm("tags")
     assert sorted(r["name"] for r in again.ls()) == ["metrics", "weights"]
     with pytest.raises(stowage.NotFound) as raised:

@@ -1,6 +1,6 @@
 //! S3 store benchmarks (SPEC §9, §13), one run against a local `s3s-fs`
 //! server the bench starts on 127.0.0.1: 10,000 small artifacts
-//! (`save_many`, then verified loads) and a 256 MiB float32 tensor (save,
+//! (`save_many`, then `load_many` and one-by-one verified loads) and a 256 MiB float32 tensor (save,
 //! verified load, mapped loads: the first downloads into the cache, the
 //! second maps it), through the host on the S3 store beside the same on the
 //! local directory store. Then Metaflow's S3 datastore on the same server
@@ -17,8 +17,10 @@
 //! Decision: Metaflow's small figures are one `save_artifacts` call and one
 //! `load_artifacts` call over all of them (its batch API, as
 //! `python/bench.py` measures the local datastore), set beside stowage's
-//! `save_many` and its one-by-one verified loads; its tensor figures are
-//! one save and one load, beside stowage's verified `load`.
+//! batch calls, `save_many` and `load_many` (verified); its tensor figures
+//! are one save and one load, beside stowage's verified `load`. Stowage's
+//! one-by-one `load` is printed too (local vs S3), for the first
+//! [`ONE_BY_ONE`] small artifacts.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,6 +30,13 @@ use stowage_tests::s3server::{S3Server, ACCESS_KEY, SECRET_KEY};
 use stowage_tests::{bench, python, workspace_root, TestDir};
 
 const MIB: usize = 1 << 20;
+/// Small artifacts also loaded one `load` each (a round of requests each
+/// on S3, so not all 10,000).
+const ONE_BY_ONE: usize = 500;
+
+fn names_ref(names: &[String]) -> Vec<&str> {
+    names.iter().map(String::as_str).collect()
+}
 
 fn small_values(count: i64) -> Vec<Value> {
     (0..count)
@@ -55,7 +64,10 @@ fn tensor(bytes: usize) -> Value {
 /// Figures of one store.
 struct Figures {
     small_save: f64,
+    /// `load_many` of every small artifact.
     small_load: f64,
+    /// `load` one by one, of the first [`ONE_BY_ONE`].
+    small_load_single: f64,
     tensor_save: Duration,
     tensor_load: Duration,
     mapped_first: Duration,
@@ -78,10 +90,17 @@ fn measure(host: &Host, count: i64, tensor_bytes: usize) -> Figures {
     host.save_many(&items, &[]).expect("save_many");
     let small_save = count as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
-    for (name, value) in &items {
+    let loaded = host.load_many(&names_ref(&names)).expect("load_many");
+    let small_load = count as f64 / start.elapsed().as_secs_f64();
+    for (loaded, value) in loaded.iter().zip(&values) {
+        assert_eq!(&loaded.value, value);
+    }
+    let one_by_one = &items[..items.len().min(ONE_BY_ONE)];
+    let start = Instant::now();
+    for (name, value) in one_by_one {
         assert_eq!(&host.load(name).expect("load").value, *value);
     }
-    let small_load = count as f64 / start.elapsed().as_secs_f64();
+    let small_load_single = one_by_one.len() as f64 / start.elapsed().as_secs_f64();
 
     let value = tensor(tensor_bytes);
     let start = Instant::now();
@@ -101,6 +120,7 @@ fn measure(host: &Host, count: i64, tensor_bytes: usize) -> Figures {
     Figures {
         small_save,
         small_load,
+        small_load_single,
         tensor_save,
         tensor_load,
         mapped_first,
@@ -161,9 +181,18 @@ fn main() {
         "/s",
     );
     row(
-        &format!("load {count} small artifacts (verified)"),
+        &format!("load_many {count} small artifacts (verified)"),
         l.small_load,
         s.small_load,
+        "/s",
+    );
+    row(
+        &format!(
+            "load {} small artifacts one by one",
+            count.min(ONE_BY_ONE as i64)
+        ),
+        l.small_load_single,
+        s.small_load_single,
         "/s",
     );
     row(

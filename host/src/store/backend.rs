@@ -141,6 +141,13 @@ pub trait StoreBackend: Send + Sync + fmt::Debug {
     /// [`StoreError::Unreadable`].
     fn get(&self, name: &str) -> Result<Record, StoreError>;
 
+    /// The live records of `names`, in order: what [`StoreBackend::get`]
+    /// gives for each, the first failure ending it. A backend whose
+    /// lookups are requests (S3) makes them concurrently.
+    fn get_many(&self, names: &[&str]) -> Result<Vec<Record>, StoreError> {
+        names.iter().map(|name| self.get(name)).collect()
+    }
+
     /// Every live artifact in name order; see [`Records`].
     fn records(&self) -> Result<Records<'_>, StoreError>;
 
@@ -158,6 +165,21 @@ pub trait StoreBackend: Send + Sync + fmt::Debug {
             .blobs
             .iter()
             .map(|blob| self.read_blob(record, blob, verify))
+            .collect()
+    }
+
+    /// Every blob of each of `records`, in order: what
+    /// [`StoreBackend::read_blobs`] gives for each, the first failure
+    /// ending it. A backend whose reads are requests (S3) makes them
+    /// concurrently and fetches the wanted ranges of a pack together.
+    fn read_many(
+        &self,
+        records: &[Record],
+        verify: Verify,
+    ) -> Result<Vec<Vec<BlobData>>, StoreError> {
+        records
+            .iter()
+            .map(|record| self.read_blobs(record, verify))
             .collect()
     }
 

@@ -55,6 +55,7 @@ macro_rules! contract_tests {
             names_and_blob_names_are_validated_on_write,
             gc_keeps_the_blobs_of_a_save_not_yet_committed,
             threads_commit_concurrently_and_every_save_survives,
+            many_reads_give_what_single_reads_give_in_order_and_name_the_failure,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -413,4 +414,62 @@ pub(crate) fn threads_commit_concurrently_and_every_save_survives(fixture: &mut 
     let report = store.verify().expect("verify");
     assert!(report.is_ok(), "{:?}", report.issues);
     assert_eq!(report.artifacts, 4 * 15 + 1);
+}
+
+pub(crate) fn many_reads_give_what_single_reads_give_in_order_and_name_the_failure(
+    fixture: &mut dyn Fixture,
+) {
+    let store = fixture.fresh();
+    let big = large(9);
+    // Two batches (two packs on S3), a large blob, an empty blob, and a
+    // small blob shared by digest.
+    let first: Vec<PendingArtifact> = (0..40)
+        .map(|i| {
+            let bytes = format!("small value {i}");
+            pending(&*store, &format!("n{i:02}"), &[("v", bytes.as_bytes())])
+        })
+        .collect();
+    store.commit(first).expect("commit the first batch");
+    let second = vec![
+        pending(
+            &*store,
+            "big",
+            &[("head", b"small value 3"), ("body", &big)],
+        ),
+        pending(&*store, "empty", &[("v", b"")]),
+    ];
+    store.commit(second).expect("commit the second batch");
+
+    let wanted = ["n39", "big", "n00", "empty", "n07", "n00"];
+    let records = store.get_many(&wanted).expect("get_many");
+    let got_names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(got_names, wanted);
+    for verify in [Verify::Hash, Verify::None] {
+        let many: Vec<Vec<Vec<u8>>> = store
+            .read_many(&records, verify)
+            .expect("read_many")
+            .into_iter()
+            .map(|blobs| blobs.into_iter().map(BlobData::into_vec).collect())
+            .collect();
+        let single: Vec<Vec<Vec<u8>>> = wanted.iter().map(|name| load(&*store, name)).collect();
+        assert_eq!(many, single);
+    }
+    assert_eq!(
+        store.read_many(&records, Verify::Hash).expect("read_many")[1][1].len(),
+        big.len()
+    );
+
+    match store.get_many(&["n01", "missing", "n02"]) {
+        Err(StoreError::NotFound { name }) => assert_eq!(name, "missing"),
+        other => panic!("expected NotFound for missing, got {other:?}"),
+    }
+    let bad = store.get("n05").expect("get n05");
+    fixture.corrupt_blob(&*store, &bad, "v");
+    let records = store.get_many(&["n04", "n05"]).expect("get_many");
+    match store.read_many(&records, Verify::Hash) {
+        Err(StoreError::Corrupt { name, blob, .. }) => {
+            assert_eq!((name.as_str(), blob.as_str()), ("n05", "v"));
+        }
+        other => panic!("expected Corrupt for n05, got {other:?}"),
+    }
 }

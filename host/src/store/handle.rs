@@ -111,6 +111,11 @@ impl Store {
         self.backend.get(name)
     }
 
+    /// See [`StoreBackend::get_many`].
+    pub fn get_many(&self, names: &[&str]) -> Result<Vec<Record>, StoreError> {
+        self.backend.get_many(names)
+    }
+
     /// See [`StoreBackend::records`].
     pub fn records(&self) -> Result<Records<'_>, StoreError> {
         self.backend.records()
@@ -148,6 +153,15 @@ impl Store {
     /// See [`StoreBackend::read_blobs`].
     pub fn read_blobs(&self, record: &Record, verify: Verify) -> Result<Vec<BlobData>, StoreError> {
         self.backend.read_blobs(record, verify)
+    }
+
+    /// See [`StoreBackend::read_many`].
+    pub fn read_many(
+        &self,
+        records: &[Record],
+        verify: Verify,
+    ) -> Result<Vec<Vec<BlobData>>, StoreError> {
+        self.backend.read_many(records, verify)
     }
 
     /// See [`StoreBackend::remove`].

@@ -6,7 +6,7 @@
 //! blobs/<2 hex>/<blake3>          a large raw blob (one object, mappable once cached)
 //! blobs/<2 hex>/<blake3>.zst      a large compressible blob, one zstd frame
 //! packs/<16 hex>                  a batch's small blobs, concatenated
-//! records/<escaped name>/<inverted ULID>.json   one immutable record or tombstone
+//! records/<fan>/<escaped name>/<inverted ULID>.json   one immutable record or tombstone
 //! batches/<ULID>                  commit marker of a batch of several artifacts
 //! uploads/<ULID>.json             journal of a multipart upload in progress
 //! ```
@@ -60,12 +60,21 @@ pub(crate) fn parse_pack(segment: &str) -> Option<u64> {
         .flatten()
 }
 
-/// `records/<escaped name>/`, the prefix listing one name's history.
+/// `records/<fan>/<escaped name>/`, the prefix listing one name's
+/// history; `<fan>` is [`record_fan`].
 pub(crate) fn record_prefix(name: &str) -> String {
-    format!("{RECORDS}/{}/", escape_name(name))
+    format!("{RECORDS}/{}/{}/", record_fan(name), escape_name(name))
 }
 
-/// `records/<escaped name>/<inverted id>.json`.
+/// The two hex digits of blake3(name) that spread names over 256
+/// prefixes: S3 scales request rates per prefix, and a server that walks
+/// directories for a listing (s3s-fs) reads one small directory, not
+/// every name's.
+pub(crate) fn record_fan(name: &str) -> String {
+    format!("{:02x}", blake3::hash(name.as_bytes()).as_bytes()[0])
+}
+
+/// `records/<fan>/<escaped name>/<inverted id>.json`.
 pub(crate) fn record_key(name: &str, id: u128) -> String {
     format!("{}{:032x}.json", record_prefix(name), !id)
 }
@@ -175,7 +184,11 @@ mod tests {
         assert!(k_new < k_old, "{k_new} sorts before {k_old}");
         let segment = k_new.rsplit('/').next().unwrap_or_default();
         assert_eq!(parse_record_id(segment), Some(new));
-        assert_eq!(record_prefix("x"), "records/x/");
+        assert_eq!(
+            record_prefix("x"),
+            format!("records/{}/x/", record_fan("x"))
+        );
+        assert_eq!(record_fan("x").len(), 2);
     }
 
     #[test]

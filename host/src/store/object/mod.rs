@@ -15,7 +15,7 @@
 //! `uploads/<ULID>.json` so gc can abort it if the writer dies — and the
 //! batch's small blobs go up together as one `packs/<id>` object. Only then
 //! are the records written, each an immutable object under
-//! `records/<escaped name>/<inverted ULID>.json`, so the first key of a
+//! `records/<fan>/<escaped name>/<inverted ULID>.json`, so the first key of a
 //! name's prefix is its newest record and a read of one name lists only
 //! that prefix.
 //!
@@ -67,6 +67,7 @@ pub(crate) mod testserver;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Write as _};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -101,6 +102,10 @@ pub const MULTIPART_MIN: u64 = 16 << 20;
 pub const PART_SIZE: u64 = 8 << 20;
 /// Requests one commit or listing keeps in flight.
 const CONCURRENCY: usize = 16;
+/// Names one `get_many` resolves at once (a listing and a record read
+/// each). High because a lookup mostly waits: on s3s-fs, 32 at once gave
+/// 666 names/s, 128 gave 1,593/s, 512 gave 1,773/s (5,000 names).
+const LOOKUPS: usize = 128;
 
 /// What a record object holds.
 enum Stored {
@@ -466,6 +471,27 @@ impl S3Store {
         self.resolve_keys(name, &keys).await
     }
 
+    /// The live record of `name`, or why there is none.
+    async fn live(&self, name: &str) -> Result<Record, StoreError> {
+        match self.resolve(name).await? {
+            Resolved::Live(record) => Ok(*record),
+            Resolved::Unreadable(bad) => Err(StoreError::Unreadable {
+                name: bad.name,
+                reason: bad.reason,
+            }),
+            Resolved::Absent => Err(StoreError::NotFound {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    async fn get_many_async(&self, names: &[&str]) -> Result<Vec<Record>, StoreError> {
+        stream::iter(names.iter().map(|name| self.live(name)))
+            .buffered(LOOKUPS)
+            .try_collect()
+            .await
+    }
+
     /// Every name's record keys (newest first), with each key's metadata.
     async fn all_record_keys(
         &self,
@@ -473,9 +499,13 @@ impl S3Store {
         let mut names: BTreeMap<String, Vec<(String, object_store::ObjectMeta)>> = BTreeMap::new();
         for (key, meta) in self.list(layout::RECORDS).await? {
             let mut parts = key.split('/');
-            let (Some(_), Some(segment), Some(file), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(_), Some(fan), Some(segment), Some(file), None) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
                 continue;
             };
             if layout::parse_record_id(file).is_none() {
@@ -484,6 +514,9 @@ impl S3Store {
             let Some(name) = layout::unescape_name(segment) else {
                 continue;
             };
+            if layout::record_fan(&name) != fan {
+                continue;
+            }
             names.entry(name).or_default().push((key, meta));
         }
         for keys in names.values_mut() {
@@ -802,70 +835,150 @@ impl S3Store {
 
     // ---- reads ----
 
+    /// A failed fetch of `key` for `blob`: a missing object is
+    /// [`StoreError::MissingBlob`], anything else the object store's error.
+    fn fetch_error(
+        &self,
+        artifact: &str,
+        blob: &BlobRecord,
+        key: &str,
+        e: object_store::Error,
+    ) -> StoreError {
+        match e {
+            object_store::Error::NotFound { .. } => StoreError::MissingBlob {
+                name: artifact.to_owned(),
+                blob: blob.name.clone(),
+                path: self.key_url(key),
+            },
+            e => self.err(key, e),
+        }
+    }
+
+    /// A pack blob from the stored bytes of its range (`stored`, fetched
+    /// from `key`): length, zstd frame and size checked, and the digest
+    /// when `verify` says.
+    fn pack_blob(
+        &self,
+        artifact: &str,
+        blob: &BlobRecord,
+        loc: PackLoc,
+        stored: &[u8],
+        verify: Verify,
+    ) -> Result<BlobData, StoreError> {
+        if loc.len == 0 {
+            if blob.size != 0 {
+                return Err(size_mismatch(artifact, blob, 0));
+            }
+            return Ok(BlobData::empty());
+        }
+        if stored.len() as u64 != loc.len {
+            return Err(size_mismatch(artifact, blob, stored.len() as u64));
+        }
+        let data = if loc.zstd {
+            super::blob::decode_zstd(stored, blob.size).map_err(|source| {
+                StoreError::Undecodable {
+                    name: artifact.to_owned(),
+                    blob: blob.name.clone(),
+                    path: self.key_url(&layout::pack_key(loc.pack)),
+                    source,
+                }
+            })?
+        } else {
+            stored.to_vec()
+        };
+        if data.len() as u64 != blob.size {
+            return Err(size_mismatch(artifact, blob, data.len() as u64));
+        }
+        if verify == Verify::Hash {
+            check_digest(artifact, blob, &data)?;
+        }
+        Ok(BlobData::Owned(Arc::new(data)))
+    }
+
+    /// The blobs of many records: first every pack's wanted ranges, one
+    /// coalescing ranged read per pack, then each blob in record order
+    /// (large blobs streamed a few at a time).
+    async fn read_many_async(
+        &self,
+        records: &[Record],
+        verify: Verify,
+    ) -> Result<Vec<Vec<BlobData>>, StoreError> {
+        // Per pack: the first blob wanting it (to name in an error) and
+        // every wanted range.
+        type Wanted<'r> = ((&'r Record, &'r BlobRecord), Vec<Range<u64>>);
+        let mut wanted: BTreeMap<u64, Wanted<'_>> = BTreeMap::new();
+        for record in records {
+            for blob in &record.blobs {
+                if let BlobLocation::Pack(loc) = blob.location {
+                    if loc.len > 0 {
+                        let (_, ranges) = wanted
+                            .entry(loc.pack)
+                            .or_insert_with(|| ((record, blob), Vec::new()));
+                        ranges.push(pack_range(loc));
+                    }
+                }
+            }
+        }
+        let fetched: HashMap<u64, PackRanges> = stream::iter(wanted.into_iter().map(
+            |(pack, (first, mut ranges))| async move {
+                ranges.sort_unstable_by_key(|r| (r.start, r.end));
+                ranges.dedup();
+                let key = layout::pack_key(pack);
+                match self.client.get_ranges(&self.path(&key), &ranges).await {
+                    Ok(bytes) => Ok((pack, PackRanges { ranges, bytes })),
+                    Err(e) => Err(self.fetch_error(&first.0.name, first.1, &key, e)),
+                }
+            },
+        ))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+        let blobs = records
+            .iter()
+            .flat_map(|record| record.blobs.iter().map(move |blob| (record, blob)));
+        let fetched = &fetched;
+        let flat: Vec<BlobData> = stream::iter(blobs.map(|(record, blob)| async move {
+            match blob.location {
+                BlobLocation::Pack(loc) => {
+                    let stored = fetched
+                        .get(&loc.pack)
+                        .and_then(|pack| pack.get(&pack_range(loc)))
+                        .map_or(&[][..], |bytes| &bytes[..]);
+                    self.pack_blob(&record.name, blob, loc, stored, verify)
+                }
+                BlobLocation::File | BlobLocation::FileZstd => {
+                    self.read_blob_async(&record.name, blob, verify).await
+                }
+            }
+        }))
+        .buffered(4)
+        .try_collect()
+        .await?;
+        let mut flat = flat.into_iter();
+        Ok(records
+            .iter()
+            .map(|record| flat.by_ref().take(record.blobs.len()).collect())
+            .collect())
+    }
+
     async fn read_blob_async(
         &self,
         artifact: &str,
         blob: &BlobRecord,
         verify: Verify,
     ) -> Result<BlobData, StoreError> {
-        let size_mismatch = |actual: u64| StoreError::SizeMismatch {
-            name: artifact.to_owned(),
-            blob: blob.name.clone(),
-            expected: blob.size,
-            actual,
-        };
-        let corrupt = |actual: String| StoreError::Corrupt {
-            name: artifact.to_owned(),
-            blob: blob.name.clone(),
-            expected: blob.digest.clone(),
-            actual,
-        };
         match blob.location {
+            BlobLocation::Pack(loc) if loc.len == 0 => {
+                self.pack_blob(artifact, blob, loc, &[], verify)
+            }
             BlobLocation::Pack(loc) => {
-                if loc.len == 0 {
-                    if blob.size != 0 {
-                        return Err(size_mismatch(0));
-                    }
-                    return Ok(BlobData::empty());
-                }
                 let key = layout::pack_key(loc.pack);
-                let range = loc.offset..loc.offset.saturating_add(loc.len);
-                let bytes = match self.client.get_range(&self.path(&key), range).await {
-                    Ok(bytes) => bytes,
-                    Err(object_store::Error::NotFound { .. }) => {
-                        return Err(StoreError::MissingBlob {
-                            name: artifact.to_owned(),
-                            blob: blob.name.clone(),
-                            path: self.key_url(&key),
-                        })
-                    }
-                    Err(e) => return Err(self.err(&key, e)),
-                };
-                if bytes.len() as u64 != loc.len {
-                    return Err(size_mismatch(bytes.len() as u64));
-                }
-                let data = if loc.zstd {
-                    super::blob::decode_zstd(&bytes[..], blob.size).map_err(|source| {
-                        StoreError::Undecodable {
-                            name: artifact.to_owned(),
-                            blob: blob.name.clone(),
-                            path: self.key_url(&key),
-                            source,
-                        }
-                    })?
-                } else {
-                    bytes.to_vec()
-                };
-                if data.len() as u64 != blob.size {
-                    return Err(size_mismatch(data.len() as u64));
-                }
-                if verify == Verify::Hash {
-                    let actual = blake3::hash(&data).to_hex();
-                    if actual.as_str() != blob.digest {
-                        return Err(corrupt(actual.to_string()));
-                    }
-                }
-                Ok(BlobData::Owned(Arc::new(data)))
+                let stored = self
+                    .client
+                    .get_range(&self.path(&key), pack_range(loc))
+                    .await
+                    .map_err(|e| self.fetch_error(artifact, blob, &key, e))?;
+                self.pack_blob(artifact, blob, loc, &stored, verify)
             }
             BlobLocation::File | BlobLocation::FileZstd => {
                 let zstd = blob.location == BlobLocation::FileZstd;
@@ -876,17 +989,11 @@ impl S3Store {
                 }
                 let key = layout::blob_key(&blob.digest, zstd);
                 let (file, mut temp) = self.spool.create_temp()?;
-                let got = match self.client.get(&self.path(&key)).await {
-                    Ok(got) => got,
-                    Err(object_store::Error::NotFound { .. }) => {
-                        return Err(StoreError::MissingBlob {
-                            name: artifact.to_owned(),
-                            blob: blob.name.clone(),
-                            path: self.key_url(&key),
-                        })
-                    }
-                    Err(e) => return Err(self.err(&key, e)),
-                };
+                let got = self
+                    .client
+                    .get(&self.path(&key))
+                    .await
+                    .map_err(|e| self.fetch_error(artifact, blob, &key, e))?;
                 let mut out = io::BufWriter::with_capacity(1 << 20, file);
                 let mut hasher = blake3::Hasher::new();
                 let mut stored = 0u64;
@@ -914,22 +1021,19 @@ impl S3Store {
                         }
                     })?;
                     if data.len() as u64 != blob.size {
-                        return Err(size_mismatch(data.len() as u64));
+                        return Err(size_mismatch(artifact, blob, data.len() as u64));
                     }
                     if verify == Verify::Hash {
-                        let actual = blake3::hash(&data).to_hex();
-                        if actual.as_str() != blob.digest {
-                            return Err(corrupt(actual.to_string()));
-                        }
+                        check_digest(artifact, blob, &data)?;
                     }
                     return Ok(BlobData::Owned(Arc::new(data)));
                 }
                 if stored != blob.size {
-                    return Err(size_mismatch(stored));
+                    return Err(size_mismatch(artifact, blob, stored));
                 }
                 let actual = hasher.finalize().to_hex();
                 if actual.as_str() != blob.digest {
-                    return Err(corrupt(actual.to_string()));
+                    return Err(corrupt(artifact, blob, actual.to_string()));
                 }
                 file.sync_all().at(temp.path())?;
                 drop(file);
@@ -950,6 +1054,53 @@ impl S3Store {
             }
         }
     }
+}
+
+/// The byte range of a pack blob in its pack object.
+fn pack_range(loc: PackLoc) -> Range<u64> {
+    loc.offset..loc.offset.saturating_add(loc.len)
+}
+
+/// The wanted ranges of one pack (sorted, distinct) and their bytes.
+struct PackRanges {
+    ranges: Vec<Range<u64>>,
+    bytes: Vec<Bytes>,
+}
+
+impl PackRanges {
+    fn get(&self, range: &Range<u64>) -> Option<&Bytes> {
+        let i = self
+            .ranges
+            .binary_search_by_key(&(range.start, range.end), |r| (r.start, r.end))
+            .ok()?;
+        self.bytes.get(i)
+    }
+}
+
+fn size_mismatch(artifact: &str, blob: &BlobRecord, actual: u64) -> StoreError {
+    StoreError::SizeMismatch {
+        name: artifact.to_owned(),
+        blob: blob.name.clone(),
+        expected: blob.size,
+        actual,
+    }
+}
+
+fn corrupt(artifact: &str, blob: &BlobRecord, actual: String) -> StoreError {
+    StoreError::Corrupt {
+        name: artifact.to_owned(),
+        blob: blob.name.clone(),
+        expected: blob.digest.clone(),
+        actual,
+    }
+}
+
+fn check_digest(artifact: &str, blob: &BlobRecord, data: &[u8]) -> Result<(), StoreError> {
+    let actual = blake3::hash(data).to_hex();
+    if actual.as_str() != blob.digest {
+        return Err(corrupt(artifact, blob, actual.to_string()));
+    }
+    Ok(())
 }
 
 impl StoreBackend for S3Store {
@@ -1000,16 +1151,11 @@ impl StoreBackend for S3Store {
     }
 
     fn get(&self, name: &str) -> Result<Record, StoreError> {
-        match self.block_on(self.resolve(name))? {
-            Resolved::Live(record) => Ok(*record),
-            Resolved::Unreadable(bad) => Err(StoreError::Unreadable {
-                name: bad.name,
-                reason: bad.reason,
-            }),
-            Resolved::Absent => Err(StoreError::NotFound {
-                name: name.to_owned(),
-            }),
-        }
+        self.block_on(self.live(name))
+    }
+
+    fn get_many(&self, names: &[&str]) -> Result<Vec<Record>, StoreError> {
+        self.block_on(self.get_many_async(names))
     }
 
     fn records(&self) -> Result<Records<'_>, StoreError> {
@@ -1030,6 +1176,14 @@ impl StoreBackend for S3Store {
         verify: Verify,
     ) -> Result<BlobData, StoreError> {
         self.block_on(self.read_blob_async(&record.name, blob, verify))
+    }
+
+    fn read_many(
+        &self,
+        records: &[Record],
+        verify: Verify,
+    ) -> Result<Vec<Vec<BlobData>>, StoreError> {
+        self.block_on(self.read_many_async(records, verify))
     }
 
     fn gc(&self) -> Result<GcReport, StoreError> {
