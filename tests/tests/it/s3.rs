@@ -238,10 +238,11 @@ fn the_server_stopped_mid_save_gives_one_line_after_bounded_retries_and_no_recor
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    // The first request of the save (the batch's pack) fails after the
-    // configured retries, naming the object and the retry bounds.
+    // The first request of the save (this process's one read of the
+    // store's format marker) fails after the configured retries, naming
+    // the object and the retry bounds.
     assert!(
-        stderr.starts_with(&format!("error: i/o error on {url}/packs/")),
+        stderr.starts_with(&format!("error: i/o error on {url}/format: ")),
         "{stderr}"
     );
     assert!(
