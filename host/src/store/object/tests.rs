@@ -1,7 +1,9 @@
 //! [`S3Store`] against a real S3 server (`s3s-fs`, `testserver.rs`): the
 //! store contract suite (`contract.rs`) unchanged, then what only this
 //! backend has: its key layout, mapped loads from the verified cache, gc
-//! with a grace period and the reuse race it must survive.
+//! with a grace period and the reuse race it must survive, the store
+//! format marker, gc of batch markers, and the cache's bound (eviction of
+//! the least recently used files).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
