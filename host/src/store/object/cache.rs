@@ -43,6 +43,13 @@
 //! processes add up — pass an eighth of the bound; that trim is best
 //! effort (its errors are logged, the save or load that triggered it
 //! succeeds). A load of a cached blob never walks the cache.
+//! Decision: setting a file's modification time is not writing it (its
+//! bytes never change), so the verified-once invariant holds.
+//! Known window: a hashed read of a blob already cached downloads it,
+//! finds the cached copy and then maps that copy (`mod.rs`); should a trim
+//! in another process unlink that copy (one unused for 10 minutes) in
+//! between, that read fails once with a missing-blob error naming the
+//! cache path, and the next one downloads again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, Write as _};
