@@ -98,7 +98,7 @@ pub struct Config {
     /// `[store] url` (`file://DIR` or `s3://bucket/prefix`); when set it
     /// wins over `store_dir`.
     pub store_url: Option<String>,
-    /// `[store] cache`, `[store] gc_grace_seconds` and `[store.s3]`
+    /// `[store] cache`, `[store] cache_max_mb`, `[store] gc_grace_seconds` and `[store.s3]`
     /// (`endpoint`, `region`, `allow_http`): how an S3 store is reached.
     pub s3: S3Options,
     /// The `[plugins.NAME]` tables, in file order.
@@ -233,6 +233,13 @@ impl Config {
                             "url" => config.store_url = Some(reader.store_url(key, item, &dotted)?),
                             "cache" => {
                                 config.s3.cache = Some(base.join(reader.dir(key, item, &dotted)?))
+                            }
+                            "cache_max_mb" => {
+                                let mb = reader.integer(key, item, &dotted)?;
+                                let mb = u64::try_from(mb).map_err(|_| {
+                                    reader.wrong_type(key, item, &dotted, "a non-negative integer")
+                                })?;
+                                config.s3.cache_max_mb = Some(mb);
                             }
                             "gc_grace_seconds" => {
                                 let secs = reader.integer(key, item, &dotted)?;

@@ -191,6 +191,7 @@ fn absolute_dirs_are_kept() {
 #[test]
 fn store_url_cache_grace_and_store_s3_are_read() {
     let toml = "[store]\nurl = \"s3://bucket/team/a\"\ncache = \"c\"\ngc_grace_seconds = 0\n\
+                cache_max_mb = 512\n\
                 [store.s3]\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\n\
                 allow_http = true\nmax_retries = 2\nretry_timeout_seconds = 3\n";
     let config = Config::parse(toml, Path::new("/srv/app/plugins.toml")).expect("parses");
@@ -202,6 +203,7 @@ fn store_url_cache_grace_and_store_s3_are_read() {
             region: Some("eu-west-1".into()),
             allow_http: Some(true),
             cache: Some(PathBuf::from("/srv/app/c")),
+            cache_max_mb: Some(512),
             gc_grace: Some(std::time::Duration::ZERO),
             retries: Some((2, std::time::Duration::from_secs(3))),
             ..Default::default()
@@ -229,6 +231,18 @@ fn bad_store_urls_and_s3_keys_are_errors_at_the_value() {
     check_err(
         "[store.s3]\nallow_http = \"yes\"\n",
         "plugins.toml:2:14: store.s3.allow_http must be a boolean, found string",
+    );
+    check_err(
+        "[store]\ncache_max_mb = \"10G\"\n",
+        "plugins.toml:2:16: store.cache_max_mb must be an integer, found string",
+    );
+    check_err(
+        "[store]\ncache_max_mb = -1\n",
+        "plugins.toml:2:16: store.cache_max_mb must be a non-negative integer, found integer",
+    );
+    check_err(
+        "[store]\ncache_max_mb = 1.5\n",
+        "plugins.toml:2:16: store.cache_max_mb must be an integer, found float",
     );
     check_warnings(
         "[store.s3]\nbucket = \"b\"\n",

@@ -7,6 +7,9 @@
 //!
 //! Decision: `--store` and `store=` take a URL when the value starts with
 //! `s3://` or `file://`, and a directory otherwise.
+//! Decision: the local cache is bounded by default ([`DEFAULT_CACHE_MAX_MB`],
+//! 10 GiB: a few large models, small against a disk that holds a
+//! workstation's datasets); `cache_max_mb = 0` keeps only what is in use.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,10 +20,12 @@ pub const DEFAULT_S3_GC_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_RETRIES: usize = 5;
 /// The most time one request may take, retries included (product default).
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The local cache's bound in MiB, `[store] cache_max_mb` (10 GiB).
+pub const DEFAULT_CACHE_MAX_MB: u64 = 10 * 1024;
 /// How to reach and use an S3 store, beside what the standard AWS
 /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_ENDPOINT_URL`, `AWS_REGION`, …) says; `[store.s3]` and
-/// `[store] cache` fill it.
+/// `[store] cache` and `[store] cache_max_mb` fill it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct S3Options {
     /// `[store.s3] endpoint`: the service URL (else `AWS_ENDPOINT_URL`,
@@ -34,6 +39,10 @@ pub struct S3Options {
     /// `[store] cache`: the local cache directory (else
     /// `$XDG_CACHE_HOME/stowage`, else `~/.cache/stowage`).
     pub cache: Option<PathBuf>,
+    /// `[store] cache_max_mb`: the local cache's bound in MiB (default
+    /// [`DEFAULT_CACHE_MAX_MB`]); the least recently used cache files
+    /// beyond it are evicted.
+    pub cache_max_mb: Option<u64>,
     /// gc's grace period (default [`DEFAULT_S3_GC_GRACE`]).
     pub gc_grace: Option<Duration>,
     /// Retries per request and the time bound of one request (default

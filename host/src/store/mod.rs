@@ -166,8 +166,8 @@ pub use gc::{GcReport, VerifyIssue, VerifyReport, DEFAULT_GC_GRACE};
 pub use handle::Store;
 pub use input::{map_input, open_input, spool_input, Input, InputError};
 pub use location::{
-    default_cache_dir, is_store_url, S3Options, S3Url, DEFAULT_RETRIES, DEFAULT_RETRY_TIMEOUT,
-    DEFAULT_S3_GC_GRACE,
+    default_cache_dir, is_store_url, S3Options, S3Url, DEFAULT_CACHE_MAX_MB, DEFAULT_RETRIES,
+    DEFAULT_RETRY_TIMEOUT, DEFAULT_S3_GC_GRACE,
 };
 #[cfg(feature = "s3")]
 pub use object::S3Store;

@@ -1,8 +1,9 @@
 //! The S3 store (SPEC §13) through the real `stowage` binary against a
 //! real S3 server (`s3s-fs` on 127.0.0.1, started per test by the
 //! harness): `--store URL` and `[store] url` round trips, eight
-//! "machines" (processes with their own caches) sharing one store, and
-//! the server stopped in the middle of a save.
+//! "machines" (processes with their own caches) sharing one store, the
+//! server stopped in the middle of a save, the store's format marker and
+//! the local cache's bound (`cache_max_mb`).
 
 use std::fs;
 use std::path::Path;
@@ -238,10 +239,11 @@ fn the_server_stopped_mid_save_gives_one_line_after_bounded_retries_and_no_recor
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    // The first request of the save (the batch's pack) fails after the
-    // configured retries, naming the object and the retry bounds.
+    // The first request of the save (this process's one read of the
+    // store's format marker) fails after the configured retries, naming
+    // the object and the retry bounds.
     assert!(
-        stderr.starts_with(&format!("error: i/o error on {url}/packs/")),
+        stderr.starts_with(&format!("error: i/o error on {url}/format: ")),
         "{stderr}"
     );
     assert!(
@@ -593,4 +595,160 @@ fn the_server_stopped_mid_multipart_fails_in_one_line_and_a_restart_recovers() {
     run(&["put", "big", "big.safetensors"]).ok();
     let verify = run(&["verify"]).ok();
     assert!(verify.ends_with(": 0 problems\n"), "{verify}");
+}
+
+#[test]
+fn the_store_format_marker_is_written_at_the_first_put_and_a_newer_one_refuses_ls_get_put_gc() {
+    let server = S3Server::start();
+    let dir = TestDir::new("s3-format");
+    let url = server.url("marked");
+    let env = server.env();
+    fs::write(dir.root.join("v.json"), r#"{"v": 1}"#).expect("write");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        cmd(&dir, &env, "cache", &all)
+    };
+    let prefix = server
+        .root
+        .join(stowage_tests::s3server::BUCKET)
+        .join("marked");
+    let marker = prefix.join("format");
+    assert_eq!(json(&run(&["ls", "--json"]).ok()), json("[]"));
+    assert!(!marker.exists(), "reads never write the marker");
+    run(&["put", "v", "v.json", "--json"]).ok();
+    assert_eq!(
+        fs::read_to_string(&marker).expect("marker"),
+        "stowage-s3-store 1\n"
+    );
+    // A store made before markers (same layout, no marker) reads, and
+    // gains the marker at its next write.
+    fs::remove_file(&marker).expect("remove the marker");
+    assert_eq!(json(&run(&["get", "v"]).ok()), json(r#"{"v": 1}"#));
+    assert!(!marker.exists());
+    run(&["put", "w", "v.json", "--json"]).ok();
+    assert_eq!(
+        fs::read_to_string(&marker).expect("marker"),
+        "stowage-s3-store 1\n"
+    );
+    // A newer build's store: every command refuses it in one line.
+    fs::write(&marker, "stowage-s3-store 99\n").expect("plant a newer marker");
+    let newer =
+        format!("error: store {url} has format 99; this build writes format 1 — upgrade stowage");
+    run(&["ls"]).fails(1, &newer);
+    run(&["get", "v"]).fails(1, &newer);
+    run(&["put", "x", "v.json", "--json"]).fails(1, &newer);
+    run(&["rm", "v"]).fails(1, &newer);
+    run(&["gc"]).fails(1, &newer);
+    assert!(
+        !prefix.join("records").join("x").exists(),
+        "nothing written"
+    );
+    assert_eq!(
+        fs::read_to_string(&marker).expect("marker"),
+        "stowage-s3-store 99\n"
+    );
+    // A marker that is not `stowage-s3-store N`.
+    fs::write(&marker, "stowage-store 2\n").expect("plant a malformed marker");
+    let malformed = format!(
+        "error: store format marker {url}/format is malformed: expected \"stowage-s3-store N\""
+    );
+    run(&["ls"]).fails(1, &malformed);
+    run(&["put", "x", "v.json", "--json"]).fails(1, &malformed);
+}
+
+#[test]
+fn cache_max_mb_that_is_not_a_number_is_a_config_error_at_its_value() {
+    let dir = TestDir::new("s3-cache-max-bad");
+    fs::write(
+        dir.config_path(),
+        "[host]\ndir = \"plugin-libs\"\n\n[store]\nurl = \"s3://b/p\"\ncache_max_mb = \"10G\"\n",
+    )
+    .expect("write");
+    let config = dir.config_path();
+    StowageCmd::new(&dir, &["ls"]).fails(
+        1,
+        &format!(
+            "error: {}:6:16: store.cache_max_mb must be an integer, found string",
+            config.display()
+        ),
+    );
+}
+
+/// Sets `path`'s modification time to `hours` before now, as if its last
+/// use were that long ago.
+fn last_used_hours_ago(path: &Path, hours: u64) {
+    let when = std::time::SystemTime::now() - Duration::from_secs(hours * 3600);
+    fs::File::open(path)
+        .and_then(|f| f.set_modified(when))
+        .expect("set the modification time");
+}
+
+#[test]
+fn gc_and_later_puts_trim_the_cache_to_cache_max_mb_least_recently_used_first() {
+    let server = S3Server::start();
+    let dir = TestDir::new("s3-cache-trim");
+    dir.install("stowage-tensor", "stowage_tensor");
+    // 3 MiB: two 1 MiB tensors (and their headers) fit, three do not.
+    fs::write(
+        dir.config_path(),
+        "[host]\ndir = \"plugin-libs\"\n\n[store]\ndir = \"store\"\ncache_max_mb = 3\n",
+    )
+    .expect("write");
+    let url = server.url("trimmed");
+    let env = server.env();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        cmd(&dir, &env, "cache", &all)
+    };
+    let blobs = dir.root.join("cache").join("stowage").join("blobs");
+    for (i, name) in ["t1", "t2", "t3", "t4"].iter().enumerate() {
+        let seed = u32::try_from(i).expect("small");
+        write_tensor(&dir.root.join(format!("{name}.safetensors")), 1, seed);
+    }
+    // Three puts: 3 MiB and more in the cache, but all of it used within
+    // the last 10 minutes, so nothing goes yet.
+    let mut cached = Vec::new();
+    for name in ["t1", "t2", "t3"] {
+        run(&["put", name, &format!("{name}.safetensors")]).ok();
+        let new: Vec<String> = files_under(&blobs)
+            .into_iter()
+            .filter(|f| !cached.contains(f))
+            .collect();
+        assert_eq!(new.len(), 1, "{name} put one blob file into the cache");
+        cached.extend(new);
+    }
+    // As if t1, t2, t3 were last used 3, 2 and 1 hours ago: gc trims the
+    // least recently used (t1) and keeps the bound.
+    for (file, hours) in cached.iter().zip([3, 2, 1]) {
+        last_used_hours_ago(&blobs.join(file), hours);
+    }
+    run(&["gc"]).ok();
+    assert_eq!(files_under(&blobs), sorted(&cached[1..]), "t1 was evicted");
+    // A later put grows the cache past its bound: t2 goes.
+    run(&["put", "t4", "t4.safetensors"]).ok();
+    let left = files_under(&blobs);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.contains(&cached[2]) && !left.contains(&cached[1]),
+        "t2 was evicted: {left:?}"
+    );
+    // Evicted blobs still load (from the store).
+    for name in ["t1", "t2", "t3", "t4"] {
+        let out = format!("{name}.out");
+        run(&["get", name, "-o", &out]).ok();
+        assert_eq!(
+            fs::read(dir.root.join(&out)).expect("read"),
+            fs::read(dir.root.join(format!("{name}.safetensors"))).expect("read")
+        );
+    }
+    let verify = run(&["verify"]).ok();
+    assert!(verify.ends_with(": 0 problems\n"), "{verify}");
+}
+
+fn sorted(names: &[String]) -> Vec<String> {
+    let mut names = names.to_vec();
+    names.sort();
+    names
 }

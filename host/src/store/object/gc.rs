@@ -13,26 +13,43 @@
 //! 4. sweeps `blobs/` and `packs/`: an object no live record names, last
 //!    modified more than the grace period before gc started, is HEADed
 //!    again (a save that reuses it refreshes it first) and deleted if still
-//!    old.
+//!    old;
+//! 5. deletes batch markers (`batches/<id>`) older than the grace period
+//!    that no remaining record names (after step 2's deletions);
+//! 6. trims the local cache to `[store] cache_max_mb` (`cache.rs`).
 //!
 //! Invariant: nothing younger than the grace period is ever deleted, so a
 //! save in flight (its blobs uploaded, its record not yet written) loses
 //! nothing as long as it commits within half the grace period of its
 //! uploads or refreshes.
-//! Decision: batch markers (`batches/`, a few bytes each) are never
-//! deleted: a record of the batch may still be live.
+//! Invariant: a batch marker is deleted only when no record object that
+//! survives this gc names its batch. Mark reads every record up to and
+//! including each name's live one and keeps the batch ids of those that
+//! survive; the records it does not read are superseded ones, and those
+//! that survive are younger than the grace period — a record is written
+//! before its batch's marker, so its marker is younger still and not a
+//! candidate. Nothing refreshes a marker or reuses a batch id, so a marker
+//! past the grace period that no surviving record names is never needed
+//! again.
+//! Decision: the records of a batch that never committed (no marker) and
+//! are newer than their name's live record are kept, as before; they name
+//! no marker to keep.
 //! Decision: packs are never compacted; a pack with any live range is kept
 //! whole.
 //! Decision: `GcReport::temp_files_removed` counts aborted uploads;
-//! superseded record objects are not counted.
+//! superseded record objects, batch markers and evicted cache files are
+//! not counted (the report's fields are the directory store's).
+//! Decision: gc reads the store's format marker like any read (refusing a
+//! newer or malformed one) and does not write it.
 
 use std::collections::HashSet;
+use std::sync::PoisonError;
 use std::time::{Duration, SystemTime};
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use object_store::multipart::MultipartStore;
 
-use super::{layout, Resolved, S3Store, CONCURRENCY};
+use super::{layout, Resolved, S3Store, Stored, CONCURRENCY};
 use crate::store::error::StoreError;
 use crate::store::gc::{GcReport, VerifyIssue, VerifyReport};
 use crate::store::record::BlobLocation;
@@ -45,13 +62,18 @@ pub(super) struct GcPlan {
     live_blobs: HashSet<String>,
     live_packs: HashSet<u64>,
     doomed_records: Vec<String>,
+    /// Batch ids named by records that survive the deletions.
+    live_batches: HashSet<u128>,
 }
 
 impl S3Store {
     /// gc with an explicit grace period (tests use zero).
     pub fn gc_with_grace(&self, grace: Duration) -> Result<GcReport, StoreError> {
         self.check_writable()?;
-        self.block_on(self.gc_async(grace))
+        self.check_format(false)?;
+        let report = self.block_on(self.gc_async(grace))?;
+        self.cache.trim()?;
+        Ok(report)
     }
 
     async fn gc_async(&self, grace: Duration) -> Result<GcReport, StoreError> {
@@ -71,27 +93,33 @@ impl S3Store {
         let mut live_packs: HashSet<u64> = HashSet::new();
         let mut unreadable: Vec<String> = Vec::new();
         let mut doomed_records: Vec<String> = Vec::new();
+        let mut live_batches: HashSet<u128> = HashSet::new();
         for (name, keys) in &names {
-            // Find the live key: the first that resolves.
+            // Find the live key: the first that resolves (a record of a
+            // committed batch or of none, a tombstone, or an unreadable
+            // object); a batch record whose marker is absent is skipped.
             let mut live_at = None;
             let mut state = Resolved::Absent;
+            let mut live_batch = None;
             for (i, (key, _)) in keys.iter().enumerate() {
-                let resolved = self.resolve_keys(name, std::slice::from_ref(key)).await?;
-                match resolved {
-                    Resolved::Absent => {
-                        // A tombstone ends the history; an uncommitted
-                        // batch record is skipped.
-                        if self.is_tombstone(key).await? {
-                            live_at = Some(i);
-                            break;
+                let Some(bytes) = self.get_bytes(key).await? else {
+                    continue; // deleted since the listing
+                };
+                match Self::parse_stored(name, &bytes) {
+                    Err(bad) => state = Resolved::Unreadable(bad),
+                    Ok(Stored::Removed) => {}
+                    Ok(Stored::Put(record, batch)) => {
+                        if let Some(id) = batch {
+                            if !self.batch_committed(id).await? {
+                                continue;
+                            }
                         }
-                    }
-                    other => {
-                        state = other;
-                        live_at = Some(i);
-                        break;
+                        live_batch = batch;
+                        state = Resolved::Live(record);
                     }
                 }
+                live_at = Some(i);
+                break;
             }
             match &state {
                 Resolved::Live(record) => {
@@ -113,6 +141,11 @@ impl S3Store {
                 Resolved::Absent => {}
             }
             let tombstoned = matches!(state, Resolved::Absent);
+            // The live record survives (so does an unreadable one: gc
+            // stops below), and so does its batch marker.
+            if let Some(id) = live_batch {
+                live_batches.insert(id);
+            }
             for (i, (key, meta)) in keys.iter().enumerate() {
                 let superseded = match live_at {
                     Some(at) => i > at || (tombstoned && i == at),
@@ -135,6 +168,7 @@ impl S3Store {
             live_blobs,
             live_packs,
             doomed_records,
+            live_batches,
         })
     }
 
@@ -145,6 +179,7 @@ impl S3Store {
             live_blobs,
             live_packs,
             doomed_records,
+            live_batches,
         } = plan;
         let old = |meta: &object_store::ObjectMeta| SystemTime::from(meta.last_modified) <= cutoff;
         let mut report = GcReport::default();
@@ -206,15 +241,27 @@ impl S3Store {
                 report.blob_files_removed += 1;
             }
         }
-        tracing::debug!(target: "stowage::store", store = %self.url(), ?report, "gc done");
+        // 5. batch markers no surviving record names (step 2 ran first)
+        let mut doomed_batches = Vec::new();
+        for (key, meta) in self.list(layout::BATCHES).await? {
+            let id = key.rsplit('/').next().and_then(layout::parse_batch);
+            if let Some(id) = id.filter(|id| !live_batches.contains(id) && old(&meta)) {
+                doomed_batches.push((key, id));
+            }
+        }
+        let markers = doomed_batches.len();
+        stream::iter(doomed_batches.iter().map(|(key, _)| self.delete(key)))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        {
+            let mut known = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+            for (_, id) in &doomed_batches {
+                known.remove(id);
+            }
+        }
+        tracing::debug!(target: "stowage::store", store = %self.url(), ?report, markers, "gc done");
         Ok(report)
-    }
-
-    async fn is_tombstone(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .get_bytes(key)
-            .await?
-            .is_some_and(|b| b.starts_with(b"{\"remove\":")))
     }
 
     /// Re-hashes every blob of every live record.

@@ -9,6 +9,7 @@
 //! records/<fan>/<escaped name>/<inverted ULID>.json   one immutable record or tombstone
 //! batches/<ULID>                  commit marker of a batch of several artifacts
 //! uploads/<ULID>.json             journal of a multipart upload in progress
+//! format                          the store format marker, `stowage-s3-store N`
 //! ```
 //!
 //! Invariants: an escaped name is one key segment of `[A-Za-z0-9_-]` and
@@ -37,6 +38,33 @@ pub(crate) const RECORDS: &str = "records";
 pub(crate) const BATCHES: &str = "batches";
 /// The prefix of multipart upload journals.
 pub(crate) const UPLOADS: &str = "uploads";
+/// The key of the store format marker (see `marker.rs`).
+pub(crate) const FORMAT: &str = "format";
+/// What the format marker holds before its number.
+pub(crate) const FORMAT_PREFIX: &str = "stowage-s3-store ";
+/// The S3 store format (this key layout, record and pack objects) this
+/// build reads and writes, recorded in the marker as `stowage-s3-store 1`.
+pub(crate) const S3_STORE_FORMAT: u32 = 1;
+
+/// The marker's content for [`S3_STORE_FORMAT`].
+pub(crate) fn format_marker() -> String {
+    format!("{FORMAT_PREFIX}{S3_STORE_FORMAT}\n")
+}
+
+/// The format a marker's content names: `Ok(n)` for `stowage-s3-store n`
+/// (one trailing newline allowed) with n ≥ 1, else what is wrong.
+pub(crate) fn parse_format_marker(bytes: &[u8]) -> Result<u64, &'static str> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8")?;
+    let number = text
+        .strip_suffix('\n')
+        .unwrap_or(text)
+        .strip_prefix(FORMAT_PREFIX)
+        .ok_or("expected \"stowage-s3-store N\"")?;
+    match number.parse::<u64>() {
+        Ok(n) if n >= 1 && number.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err("expected \"stowage-s3-store N\" with N ≥ 1"),
+    }
+}
 
 /// `blobs/<2 hex>/<digest>[.zst]`, relative to the store prefix.
 pub(crate) fn blob_key(digest: &str, zstd: bool) -> String {
@@ -90,6 +118,13 @@ pub(crate) fn parse_record_id(segment: &str) -> Option<u128> {
 /// `batches/<32 hex>`.
 pub(crate) fn batch_key(id: u128) -> String {
     format!("{BATCHES}/{id:032x}")
+}
+
+/// The batch id of a `batches/` key's last segment.
+pub(crate) fn parse_batch(segment: &str) -> Option<u128> {
+    (segment.len() == 32)
+        .then(|| u128::from_str_radix(segment, 16).ok())
+        .flatten()
 }
 
 /// `uploads/<32 hex>.json`.
@@ -199,5 +234,31 @@ mod tests {
         assert_eq!(pack_key(255), "packs/00000000000000ff");
         assert_eq!(parse_pack("00000000000000ff"), Some(255));
         assert_eq!(parse_pack("ff"), None);
+        let batch = batch_key(0xabc);
+        assert_eq!(batch, format!("batches/{:032x}", 0xabc));
+        assert_eq!(
+            parse_batch(batch.rsplit('/').next().unwrap_or_default()),
+            Some(0xabc)
+        );
+        assert_eq!(parse_batch("abc"), None);
+    }
+
+    #[test]
+    fn the_format_marker_round_trips_and_rejects_other_text() {
+        assert_eq!(format_marker(), "stowage-s3-store 1\n");
+        assert_eq!(parse_format_marker(format_marker().as_bytes()), Ok(1));
+        assert_eq!(parse_format_marker(b"stowage-s3-store 99"), Ok(99));
+        let no_prefix = Err("expected \"stowage-s3-store N\"");
+        assert_eq!(parse_format_marker(b"stowage-store 2\n"), no_prefix);
+        assert_eq!(parse_format_marker(b""), no_prefix);
+        let bad_number = Err("expected \"stowage-s3-store N\" with N ≥ 1");
+        for bad in [
+            &b"stowage-s3-store 0"[..],
+            b"stowage-s3-store +1",
+            b"stowage-s3-store x\n",
+        ] {
+            assert_eq!(parse_format_marker(bad), bad_number);
+        }
+        assert_eq!(parse_format_marker(b"\xff"), Err("not UTF-8"));
     }
 }

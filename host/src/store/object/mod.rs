@@ -5,7 +5,8 @@
 //! (AWS S3, MinIO, Garage, Ceph RGW, s3s).
 //!
 //! Rooms: `layout.rs` the keys, `cache.rs` the local content-addressed
-//! cache, `gc.rs` gc and verify, this file open, commit and reads.
+//! cache, `gc.rs` gc and verify, `marker.rs` the store format marker, this
+//! file open, commit and reads.
 //!
 //! A save (see `backend.rs` for the writer side): the writer spools each
 //! large blob into the local cache while hashing it; at commit each large
@@ -59,6 +60,7 @@
 mod cache;
 mod gc;
 pub(crate) mod layout;
+mod marker;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -86,8 +88,8 @@ use super::backend::{Records, StoreBackend};
 use super::error::{IoContext, StoreError};
 use super::gc::{GcReport, VerifyReport};
 use super::location::{
-    default_cache_dir, S3Options, S3Url, DEFAULT_RETRIES, DEFAULT_RETRY_TIMEOUT,
-    DEFAULT_S3_GC_GRACE,
+    default_cache_dir, S3Options, S3Url, DEFAULT_CACHE_MAX_MB, DEFAULT_RETRIES,
+    DEFAULT_RETRY_TIMEOUT, DEFAULT_S3_GC_GRACE,
 };
 use super::record::{
     rfc3339_utc, BlobLocation, BlobRecord, PackLoc, Record, UnreadableRecord, RECORD_FORMAT_VERSION,
@@ -138,6 +140,8 @@ pub struct S3Store {
     packed: Mutex<HashMap<String, BlobLocation>>,
     /// Batch markers known to exist.
     batches: Mutex<HashSet<u128>>,
+    /// The store format marker, read once (`marker.rs`).
+    format: marker::FormatCheck,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -162,7 +166,8 @@ impl S3Store {
             S3Url::parse(url).map_err(|reason| StoreError::io(url, io::Error::other(reason)))?;
         let location = PathBuf::from(parsed.display());
         let cache_dir = options.cache.clone().unwrap_or_else(default_cache_dir);
-        let cache = Cache::open(&cache_dir)?;
+        let cache_max_mb = options.cache_max_mb.unwrap_or(DEFAULT_CACHE_MAX_MB);
+        let cache = Cache::open(&cache_dir, cache_max_mb.saturating_mul(1 << 20))?;
         // rustls has no default provider without aws-lc; install ring's
         // (an error means one is installed already).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -231,6 +236,7 @@ impl S3Store {
             grace: options.gc_grace.unwrap_or(DEFAULT_S3_GC_GRACE),
             packed: Mutex::new(HashMap::new()),
             batches: Mutex::new(HashSet::new()),
+            format: marker::FormatCheck::new(),
         })
     }
 
@@ -1126,11 +1132,13 @@ impl StoreBackend for S3Store {
     }
 
     fn commit(&self, batch: Vec<PendingArtifact>) -> Result<Vec<Record>, StoreError> {
+        self.check_format(!batch.is_empty())?;
         self.block_on(self.commit_async(batch))
     }
 
     fn remove(&self, name: &str) -> Result<Listed, StoreError> {
         self.check_writable()?;
+        self.check_format(true)?;
         self.block_on(async {
             let removed = match self.resolve(name).await? {
                 Resolved::Live(record) => Listed::Record(*record),
@@ -1151,14 +1159,17 @@ impl StoreBackend for S3Store {
     }
 
     fn get(&self, name: &str) -> Result<Record, StoreError> {
+        self.check_format(false)?;
         self.block_on(self.live(name))
     }
 
     fn get_many(&self, names: &[&str]) -> Result<Vec<Record>, StoreError> {
+        self.check_format(false)?;
         self.block_on(self.get_many_async(names))
     }
 
     fn records(&self) -> Result<Records<'_>, StoreError> {
+        self.check_format(false)?;
         let all = self.block_on(self.resolve_all())?;
         Ok(Box::new(all.into_iter().filter_map(
             |(_, state)| match state {
@@ -1175,6 +1186,7 @@ impl StoreBackend for S3Store {
         blob: &BlobRecord,
         verify: Verify,
     ) -> Result<BlobData, StoreError> {
+        self.check_format(false)?;
         self.block_on(self.read_blob_async(&record.name, blob, verify))
     }
 
@@ -1183,6 +1195,7 @@ impl StoreBackend for S3Store {
         records: &[Record],
         verify: Verify,
     ) -> Result<Vec<Vec<BlobData>>, StoreError> {
+        self.check_format(false)?;
         self.block_on(self.read_many_async(records, verify))
     }
 

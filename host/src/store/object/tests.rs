@@ -1,7 +1,9 @@
 //! [`S3Store`] against a real S3 server (`s3s-fs`, `testserver.rs`): the
 //! store contract suite (`contract.rs`) unchanged, then what only this
 //! backend has: its key layout, mapped loads from the verified cache, gc
-//! with a grace period and the reuse race it must survive.
+//! with a grace period and the reuse race it must survive, the store
+//! format marker, gc of batch markers, and the cache's bound (eviction of
+//! the least recently used files).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -347,4 +349,405 @@ fn a_save_reusing_an_old_unreferenced_blob_refreshes_it_so_a_concurrent_gc_keeps
         bytes[..]
     );
     assert!(b.verify().expect("verify").is_ok());
+}
+
+// ---- the store format marker ----
+
+fn marker(store: &S3Store) -> Option<String> {
+    store
+        .block_on(store.get_bytes(layout::FORMAT))
+        .expect("get the marker")
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn plant_marker(store: &S3Store, text: &str) {
+    store
+        .block_on(store.put(layout::FORMAT, text.to_owned()))
+        .expect("put the marker");
+}
+
+#[test]
+fn a_new_store_gets_its_format_marker_at_the_first_save_and_not_at_reads() {
+    let mut fixture = S3Fixture::new();
+    let store = fixture.fresh_s3();
+    assert_eq!(store.records().expect("ls").count(), 0);
+    let err = store.get("nothing").expect_err("empty");
+    assert_eq!(err.to_string(), "no artifact named nothing");
+    assert_eq!(marker(&store), None, "reads never write the marker");
+    let record = save(&store, "first", &big(10, 100 * 1024));
+    assert_eq!(marker(&store).as_deref(), Some("stowage-s3-store 1\n"));
+    // Another instance reads the marked store normally.
+    let other = fixture.open(&store.url(), |_| {});
+    assert_eq!(other.get("first").expect("get"), record);
+    // A read-only instance of an unmarked store does not write it.
+    let unmarked = fixture.fresh_s3();
+    let read_only = fixture.open(&unmarked.url(), |o| o.read_only = true);
+    assert_eq!(
+        read_only.get("x").expect_err("empty").to_string(),
+        "no artifact named x"
+    );
+    let err = read_only.remove("x").expect_err("read-only");
+    assert_eq!(
+        err.to_string(),
+        format!("store {} is read-only", unmarked.url())
+    );
+    assert_eq!(marker(&unmarked), None);
+}
+
+#[test]
+fn a_store_of_a_newer_format_refuses_ls_get_save_rm_and_gc_naming_both_versions() {
+    let mut fixture = S3Fixture::new();
+    let store = fixture.fresh_s3();
+    let record = save(&store, "kept", &big(11, 100 * 1024));
+    plant_marker(&store, "stowage-s3-store 99\n");
+    let newer = fixture.open(&store.url(), |_| {});
+    let expected = format!(
+        "store {} has format 99; this build writes format 1 — upgrade stowage",
+        store.url()
+    );
+    let err = newer.records().err().expect("ls refused");
+    assert_eq!(err.to_string(), expected);
+    assert_eq!(
+        newer.get("kept").expect_err("get refused").to_string(),
+        expected
+    );
+    assert_eq!(
+        newer
+            .read_blobs(&record, Verify::Hash)
+            .expect_err("load refused")
+            .to_string(),
+        expected
+    );
+    let mut writer = newer.writer("new").expect("writer");
+    writer.begin_blob("v", BlobLayout::Raw).expect("begin");
+    writer.write(b"bytes").expect("write");
+    let pending = writer.finish(meta()).expect("finish");
+    assert_eq!(
+        newer
+            .commit(vec![pending])
+            .expect_err("save refused")
+            .to_string(),
+        expected
+    );
+    assert_eq!(
+        newer.remove("kept").expect_err("rm refused").to_string(),
+        expected
+    );
+    assert_eq!(
+        newer
+            .gc_with_grace(Duration::ZERO)
+            .expect_err("gc refused")
+            .to_string(),
+        expected
+    );
+    assert_eq!(
+        newer.verify().expect_err("verify refused").to_string(),
+        expected
+    );
+    // Nothing was written: the marker and the one record are as they were.
+    assert_eq!(marker(&store).as_deref(), Some("stowage-s3-store 99\n"));
+    assert_eq!(keys(&store, layout::RECORDS).len(), 1);
+}
+
+#[test]
+fn a_malformed_format_marker_is_its_own_error_naming_the_marker_url() {
+    let mut fixture = S3Fixture::new();
+    let store = fixture.fresh_s3();
+    save(&store, "kept", b"small");
+    for (text, reason) in [
+        ("stowage-store 2\n", "expected \"stowage-s3-store N\""),
+        (
+            "stowage-s3-store 0\n",
+            "expected \"stowage-s3-store N\" with N ≥ 1",
+        ),
+        (
+            "stowage-s3-store two\n",
+            "expected \"stowage-s3-store N\" with N ≥ 1",
+        ),
+    ] {
+        plant_marker(&store, text);
+        let bad = fixture.open(&store.url(), |_| {});
+        let expected = format!(
+            "store format marker {}/format is malformed: {reason}",
+            store.url()
+        );
+        let err = bad.get("kept").expect_err("get refused");
+        assert_eq!(err.to_string(), expected, "{text:?}");
+        let err = bad.records().err().expect("ls refused");
+        assert_eq!(err.to_string(), expected, "{text:?}");
+        assert_eq!(marker(&store).as_deref(), Some(text), "left as it was");
+    }
+}
+
+#[test]
+fn a_store_written_before_markers_reads_and_gains_the_marker_at_its_next_write() {
+    let mut fixture = S3Fixture::new();
+    let store = fixture.fresh_s3();
+    let old = save(&store, "old", &big(12, 100 * 1024));
+    // What a build before markers left: the same layout, no marker.
+    store
+        .block_on(store.delete(layout::FORMAT))
+        .expect("delete the marker");
+    let later = fixture.open(&store.url(), |_| {});
+    assert_eq!(later.get("old").expect("get"), old);
+    assert_eq!(later.records().expect("ls").count(), 1);
+    assert_eq!(
+        later.read_blobs(&old, Verify::Hash).expect("load")[0][..],
+        big(12, 100 * 1024)[..]
+    );
+    assert_eq!(marker(&store), None, "reads leave it unmarked");
+    save(&later, "new", b"new bytes");
+    assert_eq!(marker(&store).as_deref(), Some("stowage-s3-store 1\n"));
+    assert_eq!(later.records().expect("ls").count(), 2);
+}
+
+#[test]
+fn the_format_marker_is_read_once_per_instance() {
+    let mut fixture = S3Fixture::new();
+    let store = fixture.fresh_s3();
+    save(&store, "a", b"one");
+    let reader = fixture.open(&store.url(), |_| {});
+    reader.get("a").expect("first read checks the marker");
+    // A marker changed afterwards is not read again by this instance (a
+    // later instance sees it).
+    plant_marker(&store, "stowage-s3-store 99\n");
+    reader.get("a").expect("no second marker request");
+    assert_eq!(reader.records().expect("ls").count(), 1);
+    let later = fixture.open(&store.url(), |_| {});
+    assert_eq!(
+        later.get("a").expect_err("refused").to_string(),
+        format!(
+            "store {} has format 99; this build writes format 1 — upgrade stowage",
+            store.url()
+        )
+    );
+    // And a refusal is kept too: putting a good marker back does not
+    // reopen a refused instance.
+    plant_marker(&store, "stowage-s3-store 1\n");
+    assert!(later
+        .get("a")
+        .is_err_and(|e| e.to_string().contains("format 99")));
+}
+
+// ---- batch markers ----
+
+fn save_many(store: &S3Store, items: &[(&str, &[u8])]) -> Vec<Record> {
+    let mut batch = Vec::new();
+    for (name, bytes) in items {
+        let mut writer = store.writer(name).expect("writer");
+        writer.begin_blob("v", BlobLayout::Raw).expect("begin");
+        writer.write(bytes).expect("write");
+        batch.push(writer.finish(meta()).expect("finish"));
+    }
+    store.commit(batch).expect("commit")
+}
+
+#[test]
+fn gc_deletes_a_batch_marker_once_every_record_of_its_batch_is_superseded() {
+    let mut fixture = S3Fixture::new();
+    let store = fixture.fresh_s3();
+    save_many(
+        &store,
+        &[("a", b"batch a"), ("b", b"batch b"), ("c", b"batch c")],
+    );
+    assert_eq!(keys(&store, layout::BATCHES).len(), 1);
+    let singles: Vec<Record> = ["a", "b", "c"]
+        .iter()
+        .map(|name| save(&store, name, format!("single {name}").as_bytes()))
+        .collect();
+    store.gc_with_grace(Duration::ZERO).expect("gc");
+    assert!(
+        keys(&store, layout::BATCHES).is_empty(),
+        "the marker is gone"
+    );
+    assert_eq!(keys(&store, layout::RECORDS).len(), 3);
+    // Another instance (no batch it knew of) loads the three live records.
+    let reader = fixture.open(&store.url(), |_| {});
+    for (name, single) in ["a", "b", "c"].iter().zip(&singles) {
+        let record = reader.get(name).expect("get");
+        assert_eq!(&record, single);
+        let data = reader.read_blobs(&record, Verify::Hash).expect("load");
+        assert_eq!(&data[0][..], format!("single {name}").as_bytes());
+    }
+    assert!(reader.verify().expect("verify").is_ok());
+}
+
+#[test]
+fn gc_keeps_a_batch_marker_while_any_record_of_its_batch_is_live() {
+    let mut fixture = S3Fixture::new();
+    let store = fixture.fresh_s3();
+    let batch = save_many(
+        &store,
+        &[("a", b"batch a"), ("b", b"batch b"), ("c", b"batch c")],
+    );
+    store.gc_with_grace(Duration::ZERO).expect("gc");
+    assert_eq!(keys(&store, layout::BATCHES).len(), 1, "all three live");
+    // Two of three superseded: "c" still needs the marker.
+    save(&store, "a", b"single a");
+    save(&store, "b", b"single b");
+    store.gc_with_grace(Duration::ZERO).expect("gc");
+    assert_eq!(keys(&store, layout::BATCHES).len(), 1, "c is live");
+    let reader = fixture.open(&store.url(), |_| {});
+    assert_eq!(reader.get("c").expect("c from the batch"), batch[2]);
+    assert_eq!(
+        &reader.read_blobs(&batch[2], Verify::Hash).expect("load")[0][..],
+        b"batch c"
+    );
+    // A removed name's tombstone supersedes the batch record too.
+    store.remove("c").expect("rm");
+    store.gc_with_grace(Duration::ZERO).expect("gc");
+    assert!(keys(&store, layout::BATCHES).is_empty());
+    assert_eq!(keys(&store, layout::RECORDS).len(), 2);
+    // The default grace (1 hour) keeps a young unreferenced marker.
+    save_many(&store, &[("d", b"d"), ("e", b"e")]);
+    save(&store, "d", b"d2");
+    save(&store, "e", b"e2");
+    store.gc().expect("gc");
+    assert_eq!(
+        keys(&store, layout::BATCHES).len(),
+        1,
+        "younger than the grace"
+    );
+}
+
+// ---- the cache bound ----
+
+/// Sets `path`'s modification time to `ago` before now: what it would be
+/// had it last been used then.
+fn age(path: &std::path::Path, ago: Duration) {
+    let when = std::time::SystemTime::now() - ago;
+    std::fs::File::open(path)
+        .and_then(|f| f.set_modified(when))
+        .expect("set the modification time");
+}
+
+#[test]
+fn the_cache_evicts_the_least_recently_used_blobs_beyond_its_bound_and_loads_download_again() {
+    let mut fixture = S3Fixture::new();
+    let url = fixture.fresh_s3().url();
+    // 1 MiB: three 300 KiB blobs fit, four do not.
+    let store = fixture.open(&url, |o| o.cache_max_mb = Some(1));
+    let hour = Duration::from_secs(3600);
+    let names = ["a", "b", "c", "d"];
+    let bytes: Vec<Vec<u8>> = (0..4u8).map(|i| big(20 + i, 300 * 1024)).collect();
+    let mut records = Vec::new();
+    for (name, data) in names.iter().zip(&bytes).take(3) {
+        records.push(save(&store, name, data));
+    }
+    let cached: Vec<PathBuf> = records
+        .iter()
+        .map(|r| store.cache.path(&r.blobs[0].digest, false))
+        .collect();
+    assert!(
+        cached.iter().all(|p| p.is_file()),
+        "the saves warmed the cache"
+    );
+    // As if used 3, 2 and 1 hours ago; then a mapped load of "a" uses it now.
+    for (path, hours) in cached.iter().zip([3, 2, 1]) {
+        age(path, hour * hours);
+    }
+    let a = store
+        .read_blobs(&records[0], Verify::None)
+        .expect("mapped load of a");
+    assert!(a[0].is_mapped());
+    // "b" is mapped too, and then left unused for two hours (the mapping
+    // stays; what matters is the file's last use).
+    let b_mapped = store
+        .read_blobs(&records[1], Verify::None)
+        .expect("mapped load of b");
+    age(&cached[1], hour * 2);
+    // The fourth save passes the bound: the least recently used file goes.
+    records.push(save(&store, names[3], &bytes[3]));
+    let cached_d = store.cache.path(&records[3].blobs[0].digest, false);
+    assert!(
+        !cached[1].exists(),
+        "b, the least recently used, was evicted"
+    );
+    assert!(cached[0].is_file() && cached[2].is_file() && cached_d.is_file());
+    // The mapping of the evicted file still reads its bytes.
+    assert_eq!(&b_mapped[0][..], &bytes[1][..]);
+    // A mapped load of "b" downloads and verifies it again.
+    let b = store
+        .read_blobs(&records[1], Verify::None)
+        .expect("mapped load of b after eviction");
+    assert!(b[0].is_mapped());
+    assert_eq!(&b[0][..], &bytes[1][..]);
+    assert!(cached[1].is_file(), "back in the cache");
+    // That download grew the cache past its bound again: "c" (an hour)
+    // was the least recently used.
+    assert!(!cached[2].exists(), "c was evicted");
+    assert!(cached[0].is_file() && cached_d.is_file());
+
+    // Files used within the last 10 minutes are kept even beyond the bound
+    // (a save in flight uploads from the cache): "c" downloaded again
+    // makes four recent files, 1200 KiB.
+    let c = store
+        .read_blobs(&records[2], Verify::None)
+        .expect("mapped load of c");
+    assert_eq!(&c[0][..], &bytes[2][..]);
+    assert!(cached.iter().chain([&cached_d]).all(|p| p.is_file()));
+    // gc trims too: once they are older, the least recently used goes.
+    for (path, hours) in [&cached[2], &cached_d, &cached[0], &cached[1]]
+        .into_iter()
+        .zip([5, 4, 3, 2])
+    {
+        age(path, hour * hours);
+    }
+    let tmp = store.cache.tmp_dir();
+    let stale = tmp.join("stale-writer.tmp");
+    let young = tmp.join("busy-writer.tmp");
+    std::fs::write(&stale, b"left by a crash").expect("write");
+    std::fs::write(&young, b"being written").expect("write");
+    age(&stale, hour * 25);
+    age(&young, hour * 2);
+    assert_eq!(store.gc().expect("gc"), crate::store::GcReport::default());
+    assert!(
+        !cached[2].exists(),
+        "c, the least recently used, was evicted"
+    );
+    assert!(cached[0].is_file() && cached[1].is_file() && cached_d.is_file());
+    assert_eq!(
+        std::fs::read_to_string(store.cache.dir().join("grown")).expect("counter"),
+        "0",
+        "the last growth started a trim"
+    );
+    assert!(
+        !stale.exists(),
+        "a temp file untouched for a day is deleted"
+    );
+    assert!(young.exists(), "a younger temp file is kept");
+    // Everything still loads, mapped or hashed.
+    for (record, data) in records.iter().zip(&bytes) {
+        assert_eq!(
+            &store.read_blobs(record, Verify::None).expect("mapped")[0][..],
+            &data[..]
+        );
+        assert_eq!(
+            &store.read_blobs(record, Verify::Hash).expect("hashed")[0][..],
+            &data[..]
+        );
+    }
+}
+
+#[test]
+fn a_trim_never_evicts_files_used_in_the_last_ten_minutes() {
+    let mut fixture = S3Fixture::new();
+    let url = fixture.fresh_s3().url();
+    let store = fixture.open(&url, |o| o.cache_max_mb = Some(0));
+    let records: Vec<Record> = (0..3u8)
+        .map(|i| save(&store, &format!("n{i}"), &big(30 + i, 200 * 1024)))
+        .collect();
+    let cached: Vec<PathBuf> = records
+        .iter()
+        .map(|r| store.cache.path(&r.blobs[0].digest, false))
+        .collect();
+    // A bound of 0 trims at every download or save, yet nothing recent goes.
+    assert!(cached.iter().all(|p| p.is_file()));
+    let trimmed = store.cache.trim().expect("trim");
+    assert_eq!(trimmed.evicted, 0);
+    assert_eq!(trimmed.left, 3 * 200 * 1024);
+    age(&cached[0], Duration::from_secs(11 * 60));
+    let trimmed = store.cache.trim().expect("trim");
+    assert_eq!((trimmed.evicted, trimmed.bytes), (1, 200 * 1024));
+    assert!(!cached[0].exists() && cached[1].is_file() && cached[2].is_file());
 }
