@@ -104,8 +104,12 @@ fn store_url_and_store_s3_in_plugins_toml_choose_the_s3_store() {
         .join(stowage_tests::s3server::BUCKET)
         .join("configured")
         .join("records")
+        .join(format!("{:02x}", blake3::hash(b"v").as_bytes()[0]))
         .join("v");
-    assert_eq!(fs::read_dir(&record_dir).expect("records/v/").count(), 1);
+    assert_eq!(
+        fs::read_dir(&record_dir).expect("records/<fan>/v/").count(),
+        1
+    );
     assert!(dir.root.join("s3-cache").join("tmp").is_dir());
 }
 
