@@ -7,7 +7,8 @@
 //! blobs/<2 hex>/<blake3>.zst      a large compressible blob, one zstd frame
 //! packs/<16 hex>                  a batch's small blobs, concatenated
 //! records/<fan>/<escaped name>/<inverted ULID>.json   one immutable record or tombstone
-//! batches/<ULID>                  commit marker of a batch of several artifacts
+//! batches/<ULID>                  commit marker of a batch of several artifacts,
+//!                                 holding the batch's records (a bundle)
 //! uploads/<ULID>.json             journal of a multipart upload in progress
 //! format                          the store format marker, `stowage-s3-store N`
 //! ```
@@ -24,6 +25,7 @@
 //! clock's nanoseconds); ids made by one process are strictly increasing
 //! even within one millisecond (the previous one plus one).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -102,17 +104,65 @@ pub(crate) fn record_fan(name: &str) -> String {
     format!("{:02x}", blake3::hash(name.as_bytes()).as_bytes()[0])
 }
 
-/// `records/<fan>/<escaped name>/<inverted id>.json`.
-pub(crate) fn record_key(name: &str, id: u128) -> String {
-    format!("{}{:032x}.json", record_prefix(name), !id)
+/// `records/<fan>/<escaped name>/<inverted id>.json`; a record of a batch
+/// of several artifacts is `<inverted id>.<batch id>.json`, so a listing
+/// tells which batch bundle (see [`bundle`]) also holds it.
+pub(crate) fn record_key(name: &str, id: u128, batch: Option<u128>) -> String {
+    match batch {
+        Some(batch) => format!("{}{:032x}.{batch:032x}.json", record_prefix(name), !id),
+        None => format!("{}{:032x}.json", record_prefix(name), !id),
+    }
 }
 
-/// The id of a record key's last segment (`<inverted id>.json`).
-pub(crate) fn parse_record_id(segment: &str) -> Option<u128> {
-    let hex = segment.strip_suffix(".json")?;
-    (hex.len() == 32)
-        .then(|| u128::from_str_radix(hex, 16).ok().map(|inv| !inv))
+/// The id and batch of a record key's last segment (see [`record_key`]).
+pub(crate) fn parse_record_key(segment: &str) -> Option<(u128, Option<u128>)> {
+    let stem = segment.strip_suffix(".json")?;
+    let (id, batch) = match stem.split_once('.') {
+        Some((id, batch)) => (id, Some(parse_hex32(batch)?)),
+        None => (stem, None),
+    };
+    Some((!parse_hex32(id)?, batch))
+}
+
+/// The batch a record key (any depth) names, if any.
+pub(crate) fn record_key_batch(key: &str) -> Option<u128> {
+    parse_record_key(key.rsplit('/').next()?)?.1
+}
+
+fn parse_hex32(hex: &str) -> Option<u128> {
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u128::from_str_radix(hex, 16).ok())
         .flatten()
+}
+
+/// The first line of a batch bundle.
+const BUNDLE_HEADER: &[u8] = b"stowage-batch 1\n";
+
+/// The content of `batches/<id>`, a batch's commit marker: a header line,
+/// then per record `<escaped name> <record object>\n` (the same bytes as
+/// the record's own object), so one GET reads every record of a batch.
+pub(crate) fn bundle<'a>(records: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let mut out = BUNDLE_HEADER.to_vec();
+    for (name, object) in records {
+        out.extend_from_slice(escape_name(name).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(object);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Each record object of a batch bundle by its escaped name; `None` if
+/// the bytes are not a bundle this build reads.
+pub(crate) fn bundle_records(bytes: &[u8]) -> Option<HashMap<&str, &[u8]>> {
+    let body = bytes.strip_prefix(BUNDLE_HEADER)?;
+    let mut records = HashMap::new();
+    for line in body.split(|&b| b == b'\n').filter(|line| !line.is_empty()) {
+        let space = line.iter().position(|&b| b == b' ')?;
+        let name = std::str::from_utf8(&line[..space]).ok()?;
+        records.insert(name, &line[space + 1..]);
+    }
+    Some(records)
 }
 
 /// `batches/<32 hex>`.
@@ -215,15 +265,37 @@ mod tests {
         let old = new_ulid();
         let new = new_ulid();
         assert!(new > old);
-        let (k_old, k_new) = (record_key("x", old), record_key("x", new));
+        let (k_old, k_new) = (record_key("x", old, None), record_key("x", new, Some(7)));
         assert!(k_new < k_old, "{k_new} sorts before {k_old}");
         let segment = k_new.rsplit('/').next().unwrap_or_default();
-        assert_eq!(parse_record_id(segment), Some(new));
+        assert_eq!(parse_record_key(segment), Some((new, Some(7))));
+        assert_eq!(record_key_batch(&k_new), Some(7));
+        assert_eq!(record_key_batch(&k_old), None);
+        let segment = k_old.rsplit('/').next().unwrap_or_default();
+        assert_eq!(parse_record_key(segment), Some((old, None)));
+        for bad in [
+            "x.json",
+            "+0000000000000000000000000000000.json",
+            "ab.cd.json",
+        ] {
+            assert_eq!(parse_record_key(bad), None, "{bad}");
+        }
         assert_eq!(
             record_prefix("x"),
             format!("records/{}/x/", record_fan("x"))
         );
         assert_eq!(record_fan("x").len(), 2);
+    }
+
+    #[test]
+    fn a_bundle_holds_each_record_object_under_its_escaped_name() {
+        let bytes = bundle([("a b", &b"{\"put\":1}"[..]), ("c", &b"{}"[..])]);
+        assert_eq!(bytes, b"stowage-batch 1\na=20b {\"put\":1}\nc {}\n");
+        let records = bundle_records(&bytes).unwrap_or_default();
+        assert_eq!(records.get("a=20b"), Some(&&b"{\"put\":1}"[..]));
+        assert_eq!(records.get("c"), Some(&&b"{}"[..]));
+        assert_eq!(bundle_records(b"committed\n"), None);
+        assert_eq!(bundle_records(b"stowage-batch 1\nno-space\n"), None);
     }
 
     #[test]

@@ -25,10 +25,17 @@
 //!   found by HEAD, and refreshed if old, see gc safety) before the record
 //!   is put.
 //! - **Atomic batches**: a batch of one artifact commits with its record
-//!   PUT. A batch of several names carries a batch id in each record and
-//!   commits with one last PUT of `batches/<id>`; a reader ignores a record
-//!   whose batch marker does not exist (a batch still being written, or one
+//!   PUT. A batch of several names carries a batch id in each record (and
+//!   in its key) and commits with one last PUT of `batches/<id>`, which
+//!   also bundles the batch's records; a reader ignores a record whose
+//!   batch marker does not exist (a batch still being written, or one
 //!   whose writer died), and finds the name's previous record instead.
+//!
+//! Many reads (`get_many`, `records`) are few requests: the names' keys
+//! come from one listing of every record when the store is small enough
+//! for that to be cheaper than a listing per name, the records of a batch
+//! from its bundle (one GET for all of them), and a pack's wanted ranges
+//! in one coalesced ranged GET.
 //! - **gc safety**: gc never deletes an object younger than its grace
 //!   period ([`DEFAULT_S3_GC_GRACE`], 1 hour). A save reusing a blob or pack
 //!   older than half the grace period refreshes it (a server-side copy onto
@@ -77,6 +84,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::list::{PaginatedListOptions, PaginatedListStore as _};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -104,6 +112,13 @@ pub const MULTIPART_MIN: u64 = 16 << 20;
 pub const PART_SIZE: u64 = 8 << 20;
 /// Requests one commit or listing keeps in flight.
 const CONCURRENCY: usize = 16;
+/// Keys one listing request returns (S3's page size).
+const LISTING_PAGE: usize = 1000;
+/// The most keys one listing request asks for (S3 returns at most
+/// [`LISTING_PAGE`]).
+const MAX_KEYS_ASKED: usize = 100_000;
+/// Every name's record keys, newest first, with each key's metadata.
+type NameKeys = BTreeMap<String, Vec<(String, object_store::ObjectMeta)>>;
 /// Names one `get_many` resolves at once (a listing and a record read
 /// each). High because a lookup mostly waits: on s3s-fs, 32 at once gave
 /// 666 names/s, 128 gave 1,593/s, 512 gave 1,773/s (5,000 names).
@@ -419,6 +434,11 @@ impl S3Store {
     /// The current state of `name` from its record keys, newest first.
     async fn resolve_keys(&self, name: &str, keys: &[String]) -> Result<Resolved, StoreError> {
         for key in keys {
+            if let Some(batch) = layout::record_key_batch(key) {
+                if !self.batch_committed(batch).await? {
+                    continue; // a batch still being written, or abandoned
+                }
+            }
             let Some(bytes) = self.get_bytes(key).await? else {
                 continue; // deleted by gc since the listing
             };
@@ -479,31 +499,92 @@ impl S3Store {
 
     /// The live record of `name`, or why there is none.
     async fn live(&self, name: &str) -> Result<Record, StoreError> {
-        match self.resolve(name).await? {
-            Resolved::Live(record) => Ok(*record),
-            Resolved::Unreadable(bad) => Err(StoreError::Unreadable {
-                name: bad.name,
-                reason: bad.reason,
-            }),
-            Resolved::Absent => Err(StoreError::NotFound {
-                name: name.to_owned(),
-            }),
-        }
+        live_record(name, self.resolve(name).await?)
     }
 
+    /// The live records of `names`. Their keys come from one listing of
+    /// every record when the store turns out small enough (at most
+    /// [`LISTING_PAGE`] keys per [`LOOKUPS`] names: listing pages come one
+    /// after another, lookups [`LOOKUPS`] at a time), otherwise from one
+    /// listing per name; then [`S3Store::resolve_listed`].
     async fn get_many_async(&self, names: &[&str]) -> Result<Vec<Record>, StoreError> {
-        stream::iter(names.iter().map(|name| self.live(name)))
-            .buffered(LOOKUPS)
-            .try_collect()
-            .await
+        let budget = names.len() / LOOKUPS * LISTING_PAGE;
+        let all = if budget > 0 {
+            self.record_keys_within(budget).await?
+        } else {
+            None
+        };
+        let listed: Vec<(String, Vec<String>)> = match all {
+            Some(all) => names
+                .iter()
+                .map(|&name| {
+                    let keys = all
+                        .get(name)
+                        .map(|keys| keys.iter().map(|(key, _)| key.clone()).collect())
+                        .unwrap_or_default();
+                    (name.to_owned(), keys)
+                })
+                .collect(),
+            None => {
+                stream::iter(names.iter().map(|&name| async move {
+                    Ok::<_, StoreError>((name.to_owned(), self.name_keys(name).await?))
+                }))
+                .buffered(LOOKUPS)
+                .try_collect()
+                .await?
+            }
+        };
+        self.resolve_listed(listed)
+            .await?
+            .into_iter()
+            .map(|(name, state)| live_record(&name, state))
+            .collect()
     }
 
     /// Every name's record keys (newest first), with each key's metadata.
-    async fn all_record_keys(
-        &self,
-    ) -> Result<BTreeMap<String, Vec<(String, object_store::ObjectMeta)>>, StoreError> {
-        let mut names: BTreeMap<String, Vec<(String, object_store::ObjectMeta)>> = BTreeMap::new();
-        for (key, meta) in self.list(layout::RECORDS).await? {
+    async fn all_record_keys(&self) -> Result<NameKeys, StoreError> {
+        Ok(self
+            .record_keys_within(usize::MAX)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// [`S3Store::all_record_keys`] if the store holds at most `max_keys`
+    /// record keys, else `None` (the listing stops there). Each listing
+    /// request asks for every key still within `max_keys`: S3 returns at
+    /// most 1,000 a page whatever is asked, a server that allows more
+    /// (s3s-fs, which walks the whole bucket for every page) answers in
+    /// fewer pages.
+    async fn record_keys_within(&self, max_keys: usize) -> Result<Option<NameKeys>, StoreError> {
+        let mut names = NameKeys::new();
+        let prefix = format!("{}/", self.path(layout::RECORDS).as_ref());
+        let mut page_token = None;
+        let mut metas = Vec::new();
+        loop {
+            let asked = max_keys.saturating_sub(metas.len()).saturating_add(1);
+            let page = self
+                .client
+                .list_paginated(
+                    Some(&prefix),
+                    PaginatedListOptions {
+                        max_keys: Some(asked.min(MAX_KEYS_ASKED)),
+                        page_token,
+                        ..PaginatedListOptions::default()
+                    },
+                )
+                .await
+                .map_err(|e| self.err(layout::RECORDS, e))?;
+            metas.extend(page.result.objects);
+            if metas.len() > max_keys {
+                return Ok(None);
+            }
+            page_token = page.page_token;
+            if page_token.is_none() {
+                break;
+            }
+        }
+        for meta in metas {
+            let key = self.relative(&meta.location).to_owned();
             let mut parts = key.split('/');
             let (Some(_), Some(fan), Some(segment), Some(file), None) = (
                 parts.next(),
@@ -514,7 +595,7 @@ impl S3Store {
             ) else {
                 continue;
             };
-            if layout::parse_record_id(file).is_none() {
+            if layout::parse_record_key(file).is_none() {
                 continue;
             }
             let Some(name) = layout::unescape_name(segment) else {
@@ -528,22 +609,80 @@ impl S3Store {
         for keys in names.values_mut() {
             keys.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        Ok(names)
+        Ok(Some(names))
     }
 
     /// Every name's resolved state, in name order.
     async fn resolve_all(&self) -> Result<Vec<(String, Resolved)>, StoreError> {
-        let names = self.all_record_keys().await?;
-        let resolved: Vec<(String, Resolved)> =
-            stream::iter(names.into_iter().map(|(name, keys)| async move {
-                let keys: Vec<String> = keys.into_iter().map(|(k, _)| k).collect();
-                let state = self.resolve_keys(&name, &keys).await?;
-                Ok::<_, StoreError>((name, state))
-            }))
-            .buffered(CONCURRENCY)
+        let listed = self
+            .all_record_keys()
+            .await?
+            .into_iter()
+            .map(|(name, keys)| (name, keys.into_iter().map(|(key, _)| key).collect()))
+            .collect();
+        self.resolve_listed(listed).await
+    }
+
+    /// The states of names from their record keys (newest first). Where
+    /// the newest records of two or more of them belong to one batch, they
+    /// are read from that batch's bundle with one request (its existence
+    /// also proves the batch committed); every other name is read as
+    /// [`S3Store::resolve_keys`] reads it.
+    async fn resolve_listed(
+        &self,
+        listed: Vec<(String, Vec<String>)>,
+    ) -> Result<Vec<(String, Resolved)>, StoreError> {
+        let mut per_batch: HashMap<u128, usize> = HashMap::new();
+        for (_, keys) in &listed {
+            if let Some(batch) = keys.first().and_then(|key| layout::record_key_batch(key)) {
+                *per_batch.entry(batch).or_default() += 1;
+            }
+        }
+        let bundles: HashMap<u128, Option<Bytes>> =
+            stream::iter(per_batch.into_iter().filter(|&(_, names)| names >= 2).map(
+                |(batch, _)| async move {
+                    let bytes = self.get_bytes(&layout::batch_key(batch)).await?;
+                    Ok::<_, StoreError>((batch, bytes))
+                },
+            ))
+            .buffer_unordered(CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(resolved)
+        let bundles: HashMap<u128, HashMap<&str, &[u8]>> = bundles
+            .iter()
+            .filter_map(|(&batch, bytes)| Some((batch, layout::bundle_records(bytes.as_ref()?)?)))
+            .collect();
+        let bundles = &bundles;
+        stream::iter(listed.into_iter().map(|(name, keys)| async move {
+            let newest_in_bundle = keys
+                .first()
+                .and_then(|key| layout::record_key_batch(key))
+                .and_then(|batch| {
+                    let object = bundles
+                        .get(&batch)?
+                        .get(layout::escape_name(&name).as_str())?;
+                    Some((batch, *object))
+                });
+            let state = match newest_in_bundle {
+                Some((batch, object)) => match Self::parse_stored(&name, object) {
+                    Err(bad) => Resolved::Unreadable(bad),
+                    Ok(Stored::Removed) => Resolved::Absent,
+                    Ok(Stored::Put(record, _)) => {
+                        self.batches
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(batch);
+                        self.learn(&record);
+                        Resolved::Live(record)
+                    }
+                },
+                None => self.resolve_keys(&name, &keys).await?,
+            };
+            Ok::<_, StoreError>((name, state))
+        }))
+        .buffered(LOOKUPS)
+        .try_collect()
+        .await
     }
 
     fn stored_put(record: &Record, batch: Option<u128>) -> Vec<u8> {
@@ -725,17 +864,25 @@ impl S3Store {
             .filter_map(|(r, k)| k.then_some(r))
             .collect();
         let batch_id = (live.len() > 1).then(layout::new_ulid);
-        stream::iter(live.iter().map(|record| async move {
-            let key = layout::record_key(&record.name, layout::new_ulid());
-            self.put(&key, Self::stored_put(record, batch_id)).await
+        let objects: Vec<(&Record, Vec<u8>)> = live
+            .iter()
+            .map(|record| (*record, Self::stored_put(record, batch_id)))
+            .collect();
+        stream::iter(objects.iter().map(|(record, object)| async move {
+            let key = layout::record_key(&record.name, layout::new_ulid(), batch_id);
+            self.put(&key, object.clone()).await
         }))
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
         crate::store::failpoint::hit("mid-index");
         if let Some(id) = batch_id {
-            self.put(&layout::batch_key(id), Bytes::from_static(b"committed\n"))
-                .await?;
+            let bundle = layout::bundle(
+                objects
+                    .iter()
+                    .map(|(record, object)| (record.name.as_str(), object.as_slice())),
+            );
+            self.put(&layout::batch_key(id), bundle).await?;
             self.batches
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -1062,6 +1209,20 @@ impl S3Store {
     }
 }
 
+/// A name's live record, or why there is none.
+fn live_record(name: &str, state: Resolved) -> Result<Record, StoreError> {
+    match state {
+        Resolved::Live(record) => Ok(*record),
+        Resolved::Unreadable(bad) => Err(StoreError::Unreadable {
+            name: bad.name,
+            reason: bad.reason,
+        }),
+        Resolved::Absent => Err(StoreError::NotFound {
+            name: name.to_owned(),
+        }),
+    }
+}
+
 /// The byte range of a pack blob in its pack object.
 fn pack_range(loc: PackLoc) -> Range<u64> {
     loc.offset..loc.offset.saturating_add(loc.len)
@@ -1152,8 +1313,11 @@ impl StoreBackend for S3Store {
             let mut tombstone = b"{\"remove\":".to_vec();
             super::record::write_json_str(&mut tombstone, name);
             tombstone.push(b'}');
-            self.put(&layout::record_key(name, layout::new_ulid()), tombstone)
-                .await?;
+            self.put(
+                &layout::record_key(name, layout::new_ulid(), None),
+                tombstone,
+            )
+            .await?;
             Ok(removed)
         })
     }

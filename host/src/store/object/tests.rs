@@ -131,7 +131,7 @@ impl Fixture for S3Fixture {
             "format_version": newer
         }});
         store.block_on(async {
-            let key = layout::record_key(name, layout::new_ulid());
+            let key = layout::record_key(name, layout::new_ulid(), None);
             store.put(&key, object.to_string()).await.expect("put");
         });
         format!(
@@ -750,4 +750,103 @@ fn a_trim_never_evicts_files_used_in_the_last_ten_minutes() {
     let trimmed = store.cache.trim().expect("trim");
     assert_eq!((trimmed.evicted, trimmed.bytes), (1, 200 * 1024));
     assert!(!cached[0].exists() && cached[1].is_file() && cached[2].is_file());
+}
+
+#[test]
+fn get_many_reads_the_records_of_a_batch_from_its_bundle_and_skips_an_uncommitted_batch() {
+    let mut fixture = S3Fixture::new();
+    let store = fixture.fresh_s3();
+    let firsts: Vec<Record> = ["a", "b"]
+        .iter()
+        .map(|name| save(&store, name, format!("first {name}").as_bytes()))
+        .collect();
+    let batch = save_many(&store, &[("a", b"batch a"), ("b", b"batch b"), ("c", b"c")]);
+    let bundles = keys(&store, layout::BATCHES);
+    assert_eq!(bundles.len(), 1);
+    let bytes = store
+        .block_on(store.get_bytes(&bundles[0]))
+        .expect("get")
+        .expect("the bundle exists");
+    assert_eq!(
+        layout::bundle_records(&bytes).map(|records| records.len()),
+        Some(3)
+    );
+
+    // The batch's record objects carry its id in their keys; a reader
+    // that resolves two or more of them takes their records from the
+    // bundle, so damaging `a`'s own object (outside damage) does not
+    // reach get_many, while a single get reads that object.
+    let a_key = keys(&store, &layout::record_prefix("a")).remove(0);
+    assert!(layout::record_key_batch(&a_key).is_some(), "{a_key}");
+    store
+        .block_on(store.put(&a_key, b"not json".to_vec()))
+        .expect("put");
+    let reader = fixture.open(&store.url(), |_| {});
+    assert_eq!(reader.get_many(&["a", "b", "c"]).expect("get_many"), batch);
+    match reader.get("a") {
+        Err(crate::store::StoreError::Unreadable { name, reason }) => {
+            assert_eq!(name, "a");
+            assert!(reason.starts_with("not JSON"), "{reason}");
+        }
+        other => panic!("expected the damaged object to be unreadable, got {other:?}"),
+    }
+
+    // Without its bundle the batch never committed: every reader falls
+    // back to each name's previous record (c had none).
+    store
+        .block_on(store.delete(&bundles[0]))
+        .expect("delete the bundle");
+    let reader = fixture.open(&store.url(), |_| {});
+    assert_eq!(reader.get_many(&["a", "b"]).expect("get_many"), firsts);
+    match reader.get_many(&["b", "c"]) {
+        Err(crate::store::StoreError::NotFound { name }) => assert_eq!(name, "c"),
+        other => panic!("expected c not found, got {other:?}"),
+    }
+}
+
+#[test]
+fn get_many_of_many_names_lists_the_store_once_or_each_name_and_agrees_with_get() {
+    let mut fixture = S3Fixture::new();
+    let store = fixture.fresh_s3();
+    // 1,100 record keys: more than the one listing page a lookup of 129
+    // names may spend, fewer than the 8 pages 1,024 names may.
+    let values: Vec<(String, Vec<u8>)> = (0..1100)
+        .map(|i| (format!("item-{i:04}"), format!("value {i}").into_bytes()))
+        .collect();
+    let items: Vec<(&str, &[u8])> = values
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+        .collect();
+    save_many(&store, &items);
+    save(&store, "item-0007", b"overwritten");
+    let reader = fixture.open(&store.url(), |_| {});
+    for count in [129, 1024] {
+        let names: Vec<&str> = items.iter().rev().take(count).map(|(n, _)| *n).collect();
+        let records = reader.get_many(&names).expect("get_many");
+        let got: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(got, names);
+        let data = reader.read_many(&records, Verify::Hash).expect("read_many");
+        for (i, ((name, blobs), record)) in names.iter().zip(&data).zip(&records).enumerate() {
+            // A single get is a round of requests (tens of ms on s3s-fs):
+            // compare a sample, and the overwritten name.
+            if i % 100 == 0 || *name == "item-0007" {
+                assert_eq!(record, &reader.get(name).expect("get"));
+            }
+            let expected: &[u8] = if *name == "item-0007" {
+                b"overwritten"
+            } else {
+                items
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(&[][..], |(_, b)| *b)
+            };
+            assert_eq!(&blobs[0][..], expected, "{name}");
+        }
+    }
+    let mut names: Vec<&str> = items.iter().take(200).map(|(n, _)| *n).collect();
+    names.insert(150, "absent");
+    match reader.get_many(&names) {
+        Err(crate::store::StoreError::NotFound { name }) => assert_eq!(name, "absent"),
+        other => panic!("expected absent not found, got {other:?}"),
+    }
 }
