@@ -14,8 +14,15 @@ Metaflow's gzip, through boto3), on
 - a float32 array of ``tensor_bytes`` with the Rust bench's values
   (``i * 0.5``), saved, then loaded (checked equal).
 
+Then, for where the tensor's time goes, what the server does for a client
+that only moves the same bytes (boto3, no pickle, no gzip): one PUT, a
+multipart upload (boto3's defaults: 8 MiB parts, 10 threads), one GET, and
+a download in parallel ranges (same defaults); and the size of the object
+Metaflow stored for the tensor (gzip shrinks the bench's values).
+
 Prints one JSON object: ``small_save`` and ``small_load`` (artifacts per
-second), ``tensor_save`` and ``tensor_load`` (seconds).
+second), ``tensor_save``, ``tensor_load``, ``raw_put``, ``raw_put_multipart``,
+``raw_get``, ``raw_get_parallel`` (seconds) and ``tensor_stored`` (bytes).
 
 Metaflow reads its configuration when it is imported, so the caller passes
 ``METAFLOW_DATASTORE_SYSROOT_S3``, ``METAFLOW_S3_ENDPOINT_URL`` and the AWS
@@ -27,10 +34,12 @@ in (``METAFLOW_ARTIFACT_LOCALROOT``'s default).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
 
+import boto3
 import numpy as np
 from metaflow.datastore.flow_datastore import FlowDataStore
 from metaflow.metaflow_config import DATASTORE_SYSROOT_S3, S3_ENDPOINT_URL
@@ -80,8 +89,29 @@ def main() -> int:
         print("error: Metaflow loaded a different array than it saved", file=sys.stderr)
         return 1
 
+    s3 = boto3.client("s3", endpoint_url=S3_ENDPOINT_URL)
+    bucket, _, prefix = DATASTORE_SYSROOT_S3[len("s3://"):].partition("/")
+    sizes = [obj["Size"]
+             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+             for obj in page.get("Contents", [])]
+    raw = array.tobytes()
+    single, multi = f"{prefix}-raw/single", f"{prefix}-raw/multipart"
+
+    def timed(work) -> float:
+        start = time.perf_counter()
+        work()
+        return time.perf_counter() - start
+
+    raw_put = timed(lambda: s3.put_object(Bucket=bucket, Key=single, Body=raw))
+    raw_put_multipart = timed(lambda: s3.upload_fileobj(io.BytesIO(raw), bucket, multi))
+    raw_get = timed(lambda: s3.get_object(Bucket=bucket, Key=single)["Body"].read())
+    raw_get_parallel = timed(lambda: s3.download_fileobj(bucket, single, io.BytesIO()))
+
     print(json.dumps({"small_save": small_save, "small_load": small_load,
-                      "tensor_save": tensor_save, "tensor_load": tensor_load}))
+                      "tensor_save": tensor_save, "tensor_load": tensor_load,
+                      "raw_put": raw_put, "raw_put_multipart": raw_put_multipart,
+                      "raw_get": raw_get, "raw_get_parallel": raw_get_parallel,
+                      "tensor_stored": max(sizes)}))
     return 0
 
 

@@ -13,7 +13,8 @@
 //! file whose logical bytes hashed to its name (a writer's own hash, or a
 //! download re-hashed before the rename), and is never written again; so
 //! a cached raw blob is verified once and mapped without hashing after
-//! that. The cache is shared by every store on the machine that names the
+//! that (a verified load re-hashes it anyway, and [`Cache::discard`]s a
+//! copy damaged on disk: files are not fsynced, see `mod.rs`). The cache is shared by every store on the machine that names the
 //! same directory: content addressing makes that safe.
 //!
 //! Eviction: the cache is bounded by `[store] cache_max_mb` (default
@@ -234,6 +235,11 @@ impl Cache {
         }
         trimmed.left = total;
         Ok(trimmed)
+    }
+
+    /// Removes the cached raw blob `digest` (one found damaged).
+    pub(crate) fn discard(&self, digest: &str) -> Result<(), StoreError> {
+        remove(&self.path(digest, false)).map(|_| ())
     }
 
     /// Maps the cached raw blob `digest` if the cache has it with `size`

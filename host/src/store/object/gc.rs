@@ -53,7 +53,7 @@ use super::{layout, Resolved, S3Store, Stored, CONCURRENCY};
 use crate::store::error::StoreError;
 use crate::store::gc::{GcReport, VerifyIssue, VerifyReport};
 use crate::store::record::BlobLocation;
-use crate::store::{StoreBackend, Verify};
+use crate::store::StoreBackend;
 
 /// What gc's mark phase found.
 pub(super) struct GcPlan {
@@ -285,7 +285,7 @@ impl S3Store {
             report.artifacts += 1;
             for blob in &record.blobs {
                 report.blobs += 1;
-                match self.read_blob(&record, blob, Verify::Hash) {
+                match self.verify_blob(&record, blob) {
                     Ok(_) => report.bytes += blob.size,
                     Err(error) => report.issues.push(VerifyIssue {
                         artifact: record.name.clone(),

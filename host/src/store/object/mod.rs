@@ -41,10 +41,22 @@
 //!   older than half the grace period refreshes it (a server-side copy onto
 //!   itself, which resets its modification time) before writing its record;
 //!   gc re-reads a candidate's modification time right before deleting it.
-//! - **Reads re-hash**: [`Verify::Hash`] streams the object from the store
-//!   and hashes it (a large blob lands in the cache on the way, renamed in
-//!   only if it matched); [`Verify::None`] (`load_mapped`) maps the cached
-//!   copy, which was verified once when it entered the cache.
+//! - **Reads re-hash**: [`Verify::Hash`] hashes the bytes it serves: a
+//!   small blob's range as it arrives, a large blob's cached copy if the
+//!   cache has one (a copy that fails is dropped), else the object as it
+//!   downloads in ranges into the cache (renamed in only if it matched);
+//!   [`Verify::None`] (`load_mapped`) maps the cached copy as it is,
+//!   downloading (and hashing) it first if absent.
+//!
+//! Decision: a verified read of a cached large blob re-hashes the local
+//! copy rather than downloading it again: the bytes served are checked
+//! against the digest either way, and a second load on the same machine
+//! runs at local speed. Damage to the store's own object is what
+//! `stowage verify` (which always reads the store) reports.
+//! Decision: cache files are not fsynced: the store holds the durable
+//! copy. After a power loss a cached file may be damaged; a verified read
+//! finds that and downloads again, a mapped read is unverified by
+//! contract (as on the local store).
 //!
 //! Decision: small blobs are deduplicated against the packs this instance
 //! wrote or read in its lifetime (an in-memory map); across processes a
@@ -112,6 +124,13 @@ pub const MULTIPART_MIN: u64 = 16 << 20;
 pub const PART_SIZE: u64 = 8 << 20;
 /// Requests one commit or listing keeps in flight.
 const CONCURRENCY: usize = 16;
+/// A large blob is downloaded in ranges of this size…
+const DOWNLOAD_CHUNK: u64 = 8 << 20;
+/// …this many at a time (s3s-fs serves one stream at ~180 MB/s and eight
+/// at ~400 MB/s; S3 serves each range from its own connection).
+const DOWNLOADS: usize = 8;
+/// Parts of one multipart upload in flight.
+const UPLOADS: usize = 8;
 /// Keys one listing request returns (S3's page size).
 const LISTING_PAGE: usize = 1000;
 /// The most keys one listing request asks for (S3 returns at most
@@ -965,7 +984,7 @@ impl S3Store {
                     .map_err(|e| self.err(key, e))
             }
         }))
-        .buffered(2)
+        .buffered(UPLOADS)
         .try_collect()
         .await;
         match result {
@@ -1133,79 +1152,129 @@ impl S3Store {
                     .map_err(|e| self.fetch_error(artifact, blob, &key, e))?;
                 self.pack_blob(artifact, blob, loc, &stored, verify)
             }
-            BlobLocation::File | BlobLocation::FileZstd => {
-                let zstd = blob.location == BlobLocation::FileZstd;
-                if !zstd && verify == Verify::None {
-                    if let Some(data) = self.cache.map(&blob.digest, blob.size)? {
+            BlobLocation::File => {
+                if let Some(data) = self.cache.map(&blob.digest, blob.size)? {
+                    if verify == Verify::None || check_digest(artifact, blob, &data).is_ok() {
                         return Ok(data);
                     }
+                    // Damaged on this disk since it was cached: dropped,
+                    // and downloaded again.
+                    self.cache.discard(&blob.digest)?;
                 }
-                let key = layout::blob_key(&blob.digest, zstd);
-                let (file, mut temp) = self.spool.create_temp()?;
-                let got = self
-                    .client
-                    .get(&self.path(&key))
-                    .await
-                    .map_err(|e| self.fetch_error(artifact, blob, &key, e))?;
-                let mut out = io::BufWriter::with_capacity(1 << 20, file);
-                let mut hasher = blake3::Hasher::new();
-                let mut stored = 0u64;
-                let mut body = got.into_stream();
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| self.err(&key, e))?;
-                    stored += chunk.len() as u64;
-                    if !zstd {
-                        hasher.update(&chunk);
-                    }
-                    out.write_all(&chunk).at(temp.path())?;
-                }
-                let file = out
-                    .into_inner()
-                    .map_err(|e| StoreError::io(temp.path(), e.into_error()))?;
-                if zstd {
-                    drop(file);
-                    let reader = io::BufReader::new(File::open(temp.path()).at(temp.path())?);
-                    let data = super::blob::decode_zstd(reader, blob.size).map_err(|source| {
-                        StoreError::Undecodable {
-                            name: artifact.to_owned(),
-                            blob: blob.name.clone(),
-                            path: self.key_url(&key),
-                            source,
-                        }
-                    })?;
-                    if data.len() as u64 != blob.size {
-                        return Err(size_mismatch(artifact, blob, data.len() as u64));
-                    }
-                    if verify == Verify::Hash {
-                        check_digest(artifact, blob, &data)?;
-                    }
-                    return Ok(BlobData::Owned(Arc::new(data)));
-                }
-                if stored != blob.size {
-                    return Err(size_mismatch(artifact, blob, stored));
-                }
-                let actual = hasher.finalize().to_hex();
-                if actual.as_str() != blob.digest {
-                    return Err(corrupt(artifact, blob, actual.to_string()));
-                }
-                file.sync_all().at(temp.path())?;
-                drop(file);
-                let path = self.cache.path(&blob.digest, false);
-                if !path.is_file() {
-                    self.cache.adopt(temp, &blob.digest, false)?;
-                } else {
-                    temp.disarm();
-                    std::fs::remove_file(temp.path()).at(temp.path())?;
-                }
-                self.cache
-                    .map(&blob.digest, blob.size)?
-                    .ok_or_else(|| StoreError::MissingBlob {
-                        name: artifact.to_owned(),
-                        blob: blob.name.clone(),
-                        path,
-                    })
+                self.download_raw(artifact, blob).await
             }
+            BlobLocation::FileZstd => self.download_zstd(artifact, blob, verify).await,
         }
+    }
+
+    /// Re-hashes `blob` as the store holds it: a large raw blob is
+    /// downloaded even if the cache has it (a verified read would hash the
+    /// cached copy instead).
+    pub(super) fn verify_blob(
+        &self,
+        record: &Record,
+        blob: &BlobRecord,
+    ) -> Result<BlobData, StoreError> {
+        self.check_format(false)?;
+        self.block_on(async {
+            match blob.location {
+                BlobLocation::File => self.download_raw(&record.name, blob).await,
+                _ => self.read_blob_async(&record.name, blob, Verify::Hash).await,
+            }
+        })
+    }
+
+    /// Downloads a raw large blob into the cache in [`DOWNLOAD_CHUNK`]
+    /// ranges, [`DOWNLOADS`] at a time, hashing them in order as they are
+    /// written; renamed into the cache only if it hashed to its digest,
+    /// then mapped from there.
+    async fn download_raw(
+        &self,
+        artifact: &str,
+        blob: &BlobRecord,
+    ) -> Result<BlobData, StoreError> {
+        let key = layout::blob_key(&blob.digest, false);
+        let object = self.path(&key);
+        let (mut file, temp) = self.spool.create_temp()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut chunks = stream::iter((0..blob.size.div_ceil(DOWNLOAD_CHUNK)).map(|i| {
+            let start = i * DOWNLOAD_CHUNK;
+            let range = start..blob.size.min(start.saturating_add(DOWNLOAD_CHUNK));
+            let object = &object;
+            let key = &key;
+            async move {
+                let wanted = range.end - range.start;
+                let bytes = self
+                    .client
+                    .get_range(object, range)
+                    .await
+                    .map_err(|e| self.fetch_error(artifact, blob, key, e))?;
+                if bytes.len() as u64 != wanted {
+                    return Err(size_mismatch(artifact, blob, start + bytes.len() as u64));
+                }
+                Ok(bytes)
+            }
+        }))
+        .buffered(DOWNLOADS);
+        while let Some(bytes) = chunks.next().await {
+            let bytes = bytes?;
+            hasher.update(&bytes);
+            file.write_all(&bytes).at(temp.path())?;
+        }
+        let actual = hasher.finalize().to_hex();
+        if actual.as_str() != blob.digest {
+            return Err(corrupt(artifact, blob, actual.to_string()));
+        }
+        drop(file);
+        let path = self.cache.adopt(temp, &blob.digest, false)?;
+        self.cache
+            .map(&blob.digest, blob.size)?
+            .ok_or_else(|| StoreError::MissingBlob {
+                name: artifact.to_owned(),
+                blob: blob.name.clone(),
+                path,
+            })
+    }
+
+    /// Downloads a zstd-stored large blob (one frame) into a temp file and
+    /// decodes it into memory.
+    async fn download_zstd(
+        &self,
+        artifact: &str,
+        blob: &BlobRecord,
+        verify: Verify,
+    ) -> Result<BlobData, StoreError> {
+        let key = layout::blob_key(&blob.digest, true);
+        let (file, temp) = self.spool.create_temp()?;
+        let got = self
+            .client
+            .get(&self.path(&key))
+            .await
+            .map_err(|e| self.fetch_error(artifact, blob, &key, e))?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        let mut body = got.into_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.err(&key, e))?;
+            out.write_all(&chunk).at(temp.path())?;
+        }
+        out.flush().at(temp.path())?;
+        drop(out);
+        let reader = io::BufReader::new(File::open(temp.path()).at(temp.path())?);
+        let data = super::blob::decode_zstd(reader, blob.size).map_err(|source| {
+            StoreError::Undecodable {
+                name: artifact.to_owned(),
+                blob: blob.name.clone(),
+                path: self.key_url(&key),
+                source,
+            }
+        })?;
+        if data.len() as u64 != blob.size {
+            return Err(size_mismatch(artifact, blob, data.len() as u64));
+        }
+        if verify == Verify::Hash {
+            check_digest(artifact, blob, &data)?;
+        }
+        Ok(BlobData::Owned(Arc::new(data)))
     }
 }
 

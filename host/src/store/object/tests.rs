@@ -276,18 +276,49 @@ fn a_mapped_load_maps_the_verified_cache_and_another_machine_downloads_once() {
         .expect("mapped from cache");
     assert!(second[0].is_mapped());
     assert_eq!(&second[0][..], &large[..]);
-    // A hashed read goes to the store and reports the missing object.
-    let err = reader
+    // A hashed read re-hashes the cached copy: no server needed either.
+    let third = reader
         .read_blobs(&record, Verify::Hash)
-        .expect_err("hashed reads go to the store");
+        .expect("hashed read of the cached copy");
+    assert_eq!(&third[0][..], &large[..]);
+    // verify reads the store itself and reports the missing object.
+    let report = reader.verify().expect("verify");
+    let issues: Vec<String> = report.issues.iter().map(|i| i.error.to_string()).collect();
     assert_eq!(
-        err.to_string(),
-        format!(
+        issues,
+        [format!(
             "blob v of artifact tensor is missing: {}/{} does not exist",
             reader.url(),
             layout::blob_key(&record.blobs[0].digest, false)
-        )
+        )]
     );
+}
+
+#[test]
+fn a_hashed_read_drops_a_cached_copy_damaged_on_disk_and_downloads_it_again() {
+    let mut fixture = S3Fixture::new();
+    let store = fixture.fresh_s3();
+    // Several download ranges, the last one short.
+    let large = big(7, 17 << 20 | 12345);
+    let record = save(&store, "tensor", &large);
+    let cached = store.cache.path(&record.blobs[0].digest, false);
+    let mut damaged = std::fs::read(&cached).expect("the writer's cached copy");
+    damaged[9 << 20] ^= 0x01;
+    std::fs::remove_file(&cached).expect("unlink");
+    std::fs::write(&cached, &damaged).expect("write the damaged copy");
+    // A mapped read is unverified: it serves the damaged copy as it is.
+    let mapped = store.read_blobs(&record, Verify::None).expect("mapped");
+    assert_eq!(mapped[0][9 << 20], damaged[9 << 20]);
+    drop(mapped);
+    let hashed = store
+        .read_blobs(&record, Verify::Hash)
+        .expect("hashed read");
+    assert_eq!(hashed[0].len(), large.len());
+    assert!(
+        hashed[0][..] == large[..],
+        "the store's bytes, downloaded again"
+    );
+    assert_eq!(std::fs::read(&cached).expect("cached again"), large);
 }
 
 #[test]
