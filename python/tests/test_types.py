@@ -51,6 +51,8 @@ def test_record_caller_type_is_the_python_type_and_obj_type_stays_the_plugins(ho
     for name, (_, obj_type, caller_type) in cases.items():
         shown = json.loads(cli(config, "inspect", name, "--json").stdout)
         assert (shown["obj_type"], shown["caller_type"]) == (obj_type, caller_type), name
+    text = cli(config, "inspect", "array").stdout.splitlines()
+    assert text[1:3] == ["type:        tensor", "caller type: numpy.ndarray"]
     # Readers still dispatch on the plugin's obj_type.
     assert list(host.load("weights")) == ["w"]
     assert host.load("boxed") == [1, 2]

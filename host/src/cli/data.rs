@@ -391,6 +391,9 @@ pub fn inspect(host: &Host, name: &str, json_output: bool) -> Result<()> {
     let mut out = String::new();
     let _ = writeln!(out, "name:        {}", e(&record.name));
     let _ = writeln!(out, "type:        {}", e(&m.obj_type));
+    if let Some(caller_type) = &m.caller_type {
+        let _ = writeln!(out, "caller type: {}", e(caller_type));
+    }
     let _ = writeln!(
         out,
         "encoding:    {} v{}",
