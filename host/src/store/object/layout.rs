@@ -138,16 +138,30 @@ fn parse_hex32(hex: &str) -> Option<u128> {
 /// The first line of a batch bundle.
 const BUNDLE_HEADER: &[u8] = b"stowage-batch 1\n";
 
+/// The most record bytes a bundle holds: a reader fetches a bundle whole
+/// once it wants two of its records, so a huge batch's bundle would cost
+/// more than the records it saves reading one by one.
+pub(crate) const BUNDLE_MAX: usize = 8 << 20;
+
 /// The content of `batches/<id>`, a batch's commit marker: a header line,
 /// then per record `<escaped name> <record object>\n` (the same bytes as
-/// the record's own object), so one GET reads every record of a batch.
-pub(crate) fn bundle<'a>(records: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+/// the record's own object), so one GET reads every record of a batch —
+/// unless they pass `max_bytes`: then the header alone (still the commit
+/// marker; readers read each record object instead).
+pub(crate) fn bundle<'a>(
+    records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    max_bytes: usize,
+) -> Vec<u8> {
     let mut out = BUNDLE_HEADER.to_vec();
     for (name, object) in records {
         out.extend_from_slice(escape_name(name).as_bytes());
         out.push(b' ');
         out.extend_from_slice(object);
         out.push(b'\n');
+        if out.len() - BUNDLE_HEADER.len() > max_bytes {
+            out.truncate(BUNDLE_HEADER.len());
+            break;
+        }
     }
     out
 }
@@ -289,8 +303,12 @@ mod tests {
 
     #[test]
     fn a_bundle_holds_each_record_object_under_its_escaped_name() {
-        let bytes = bundle([("a b", &b"{\"put\":1}"[..]), ("c", &b"{}"[..])]);
+        let records = [("a b", &b"{\"put\":1}"[..]), ("c", &b"{}"[..])];
+        let bytes = bundle(records, 21);
         assert_eq!(bytes, b"stowage-batch 1\na=20b {\"put\":1}\nc {}\n");
+        let too_big = bundle(records, 20);
+        assert_eq!(too_big, b"stowage-batch 1\n");
+        assert_eq!(bundle_records(&too_big).map(|r| r.len()), Some(0));
         let records = bundle_records(&bytes).unwrap_or_default();
         assert_eq!(records.get("a=20b"), Some(&&b"{\"put\":1}"[..]));
         assert_eq!(records.get("c"), Some(&&b"{}"[..]));

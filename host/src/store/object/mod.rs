@@ -900,6 +900,7 @@ impl S3Store {
                 objects
                     .iter()
                     .map(|(record, object)| (record.name.as_str(), object.as_slice())),
+                layout::BUNDLE_MAX,
             );
             self.put(&layout::batch_key(id), bundle).await?;
             self.batches
