@@ -145,6 +145,28 @@ fn cargo_build(target_dir: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command.args(["build", "--message-format=json-render-diagnostics"]);
+    // Cargo gives a running test or bench its own package's variables; a
+    // build script that reruns when one of them changes (ring's does, for
+    // CARGO_MANIFEST_DIR, CARGO_PKG_NAME, …) would otherwise be rebuilt,
+    // with everything above it, whenever another binary starts the harness.
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("CARGO_PKG_")
+            || key_text.starts_with("CARGO_BIN_")
+            || matches!(
+                &*key_text,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            )
+        {
+            command.env_remove(&key);
+        }
+    }
     // Benchmarks (built without debug assertions) load release plugins.
     if !cfg!(debug_assertions) {
         command.arg("--release");
