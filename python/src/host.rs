@@ -43,7 +43,7 @@ use stowage::{Answer, ArtifactMeta, Host, HostOptions, Skipped};
 
 use crate::convert::{to_python, to_value};
 use crate::errors::{to_py, PluginWarning};
-use crate::record::RecordDicts;
+use crate::record::{GcPause, RecordDicts};
 
 /// The plugin host (see the module header).
 #[pyclass(name = "Host", module = "stowage", frozen)]
@@ -140,10 +140,17 @@ impl PyHost {
             .map_err(to_py)?;
         drop(values);
         let list = PyList::empty(py);
-        let mut dicts = RecordDicts::default();
+        {
+            // No Python code runs in this loop (see `GcPause`); the warnings,
+            // which may run filters and hooks, come after it, in order.
+            let _pause = GcPause::new(py)?;
+            let mut dicts = RecordDicts::default();
+            for one in &saved {
+                list.append(dicts.build(py, &one.record)?)?;
+            }
+        }
         for one in &saved {
             warn_skipped(py, &one.skipped)?;
-            list.append(dicts.build(py, &one.record)?)?;
         }
         Ok(list.into_any().unbind())
     }

@@ -16,10 +16,18 @@
 //! shared, never a dict or list.
 //! Decision: parts (composites) are built without the string slots: they
 //! are rare and their values vary within a record.
+//! Decision: `save_many` builds its records with Python's cyclic garbage
+//! collector paused ([`GcPause`]): the five containers per record would
+//! otherwise trigger a collection every ~140 records, each walking the
+//! caller's live objects (the batch being saved among them), for dicts
+//! that cannot form a cycle. Only record building runs under the pause (no
+//! Python code: no finalizer, hook or warning filter), and the collector's
+//! previous state is restored even on error, so a collection simply
+//! happens at the next allocation after it.
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyModule, PyString};
 use stowage::store::PartRecord;
 use stowage::Record;
 
@@ -156,4 +164,35 @@ fn part_dict<'py>(py: Python<'py>, part: &PartRecord) -> PyResult<Bound<'py, PyD
     }
     p.set_item(intern!(py, "blobs"), blobs)?;
     Ok(p)
+}
+
+/// Python's cyclic garbage collector disabled while this lives, when it
+/// was enabled (see the module header); re-enabled on drop.
+pub struct GcPause<'py> {
+    paused: Option<Bound<'py, PyModule>>,
+}
+
+impl<'py> GcPause<'py> {
+    /// Pauses the collector if it runs.
+    pub fn new(py: Python<'py>) -> PyResult<Self> {
+        let gc = py.import(intern!(py, "gc"))?;
+        if !gc.call_method0(intern!(py, "isenabled"))?.is_truthy()? {
+            return Ok(GcPause { paused: None });
+        }
+        gc.call_method0(intern!(py, "disable"))?;
+        Ok(GcPause { paused: Some(gc) })
+    }
+}
+
+impl Drop for GcPause<'_> {
+    fn drop(&mut self) {
+        if let Some(gc) = self.paused.take() {
+            let py = gc.py();
+            if let Err(e) = gc.call_method0(intern!(py, "enable")) {
+                // Drop cannot return it: reported as Python reports errors
+                // it cannot raise (sys.unraisablehook).
+                e.write_unraisable(py, Some(gc.as_any()));
+            }
+        }
+    }
 }

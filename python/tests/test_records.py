@@ -5,11 +5,14 @@ the builtin ``caller_type`` fast path (python/src/host.rs) names exactly what
 
 from __future__ import annotations
 
+import gc
 import json
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
+import stowage
 from stowage._convert import type_name
 
 
@@ -119,3 +122,20 @@ def test_records_of_one_batch_share_no_dict_or_list(host):
     assert second["serializer_info"] == {"source": "api"}
     assert second["written_by"]["serializer"] == "msgpack"
     assert host.save_many({"c": 1})[0]["serializer_info"] == {"source": "api"}
+
+
+def test_save_many_leaves_the_garbage_collectors_state_as_it_found_it(host):
+    assert gc.isenabled()
+    host.save_many({"a": {"x": 1}, "b": [2]})
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        host.save_many({"c": {"x": 1}})
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    # A batch that fails leaves it enabled too.
+    with pytest.raises(stowage.Error) as raised:
+        host.save_many({"d": 1, "e/f": 2})
+    assert str(raised.value) == 'invalid artifact name "e/f": contains \'/\''
+    assert gc.isenabled()
