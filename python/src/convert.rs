@@ -159,11 +159,10 @@ fn key_of(key: &Bound<'_, PyAny>) -> PyResult<String> {
 /// A dict: a `tensor_map` when it is non-empty and every value is a numpy
 /// array, else a map.
 fn map(dict: &Bound<'_, PyDict>) -> PyResult<Value> {
-    let all_arrays = !dict.is_empty()
-        && dict
-            .values()
-            .iter()
-            .all(|v| v.cast::<PyUntypedArray>().is_ok());
+    // Iterated in place: `values()` would build a list first, and the
+    // first non-array value (any plain dict's) already settles it.
+    let all_arrays =
+        !dict.is_empty() && dict.iter().all(|(_, v)| v.cast::<PyUntypedArray>().is_ok());
     if all_arrays {
         let mut tensors = Vec::with_capacity(dict.len());
         for (key, array) in dict.iter() {

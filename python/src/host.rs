@@ -36,13 +36,14 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::json;
 use stowage::store::Listed;
 use stowage::{Answer, ArtifactMeta, Host, HostOptions, Skipped};
 
 use crate::convert::{to_python, to_value};
 use crate::errors::{to_py, PluginWarning};
+use crate::record::{GcPause, RecordDicts};
 
 /// The plugin host (see the module header).
 #[pyclass(name = "Host", module = "stowage", frozen)]
@@ -103,7 +104,10 @@ impl PyHost {
             .map_err(to_py)?;
         drop(value);
         warn_skipped(py, &saved.skipped)?;
-        json_to_py(py, &saved.record.to_json())
+        Ok(RecordDicts::default()
+            .build(py, &saved.record)?
+            .into_any()
+            .unbind())
     }
 
     /// Stores every item with one durable commit, all or nothing; returns
@@ -136,9 +140,17 @@ impl PyHost {
             .map_err(to_py)?;
         drop(values);
         let list = PyList::empty(py);
+        {
+            // No Python code runs in this loop (see `GcPause`); the warnings,
+            // which may run filters and hooks, come after it, in order.
+            let _pause = GcPause::new(py)?;
+            let mut dicts = RecordDicts::default();
+            for one in &saved {
+                list.append(dicts.build(py, &one.record)?)?;
+            }
+        }
         for one in &saved {
             warn_skipped(py, &one.skipped)?;
-            list.append(json_to_py(py, &one.record.to_json())?)?;
         }
         Ok(list.into_any().unbind())
     }
@@ -409,10 +421,46 @@ impl PyHost {
 }
 
 /// A saved object's Python type (`stowage._convert.type_name`).
+///
+/// An object whose type is exactly one of the builtins `to_value` maps
+/// (`None`, `bool`, `int`, `float`, `str`, `bytes`, `list`, `tuple`,
+/// `dict`) is named here without calling Python: such an instance has no
+/// `__dict__` and its type no `__orig_class__`, so the helper's answer is
+/// always the plain `builtins.<name>`. Subclasses and everything else go
+/// to the helper.
 fn type_name(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Some(name) = builtin_type_name(obj) {
+        return Ok(name.to_owned());
+    }
     crate::convert::helpers(obj.py())?
         .call_method1("type_name", (obj,))?
         .extract()
+}
+
+/// `builtins.<name>` when `obj`'s type is exactly a builtin `to_value` maps.
+fn builtin_type_name(obj: &Bound<'_, PyAny>) -> Option<&'static str> {
+    if obj.is_none() {
+        return Some("builtins.NoneType");
+    }
+    Some(if obj.is_exact_instance_of::<PyDict>() {
+        "builtins.dict"
+    } else if obj.is_exact_instance_of::<PyString>() {
+        "builtins.str"
+    } else if obj.is_exact_instance_of::<PyInt>() {
+        "builtins.int"
+    } else if obj.is_exact_instance_of::<PyFloat>() {
+        "builtins.float"
+    } else if obj.is_exact_instance_of::<PyBool>() {
+        "builtins.bool"
+    } else if obj.is_exact_instance_of::<PyList>() {
+        "builtins.list"
+    } else if obj.is_exact_instance_of::<PyTuple>() {
+        "builtins.tuple"
+    } else if obj.is_exact_instance_of::<PyBytes>() {
+        "builtins.bytes"
+    } else {
+        return None;
+    })
 }
 
 /// `stowage/plugins/` beside the package, if the wheel carries it.

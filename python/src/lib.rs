@@ -5,7 +5,8 @@
 //!
 //! Module map: `host` is the `Host` class, `convert` maps values both
 //! ways, `arrow` moves Arrow C Data structs between arrow-rs (pyo3-arrow)
-//! and plugin-api, `errors` declares the exception hierarchy once.
+//! and plugin-api, `errors` declares the exception hierarchy once,
+//! `record` builds the record dicts `save`/`save_many` return.
 //!
 //! Invariants: no pickle anywhere; the GIL is released around every call
 //! that hashes, reads, writes or enters a plugin (`Python::detach`).
@@ -19,6 +20,7 @@ mod arrow;
 mod convert;
 mod errors;
 mod host;
+mod record;
 
 use pyo3::prelude::*;
 
