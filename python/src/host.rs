@@ -39,7 +39,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::json;
 use stowage::store::Listed;
-use stowage::{Answer, ArtifactMeta, Host, HostOptions, Skipped};
+use stowage::{Answer, ArtifactMeta, Attempt, Host, HostOptions, Skipped};
 
 use crate::convert::{to_python, to_value};
 use crate::errors::{to_py, PluginWarning};
@@ -297,27 +297,34 @@ impl PyHost {
         py.detach(|| host.rescan()).map_err(to_py)
     }
 
-    /// Which serializer would take `obj`, and what each candidate says.
+    /// Which serializer would take `obj`, and what each candidate says;
+    /// for a composite (a dict or list with arrays, tables or classes in
+    /// it), also `parts`: the same decision for each part, by its path.
     fn explain(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let value = to_value(obj)?;
         let snapshot = self.host.snapshot();
-        let attempts = py.detach(|| snapshot.table.explain_value(&value));
-        let candidates: Vec<serde_json::Value> = attempts
-            .iter()
-            .map(|a| json!({ "plugin": a.plugin, "priority": a.priority, "answer": a.answer.to_string() }))
-            .collect();
-        let winner = attempts
-            .iter()
-            .find(|a| a.answer == Answer::Accepted)
-            .map(|a| a.plugin.clone());
-        json_to_py(
-            py,
-            &json!({
-                "subject": format!("a {} value", value.kind()),
-                "candidates": candidates,
-                "winner": winner,
-            }),
-        )
+        let (attempts, parts) = py.detach(|| {
+            (
+                snapshot.table.explain_value(&value),
+                snapshot.table.explain_parts(&value),
+            )
+        });
+        let mut explained = serde_json::Map::new();
+        explained.insert("subject".into(), json!(format!("a {} value", value.kind())));
+        explained.extend(decision(&attempts));
+        if !parts.is_empty() {
+            let parts: Vec<serde_json::Value> = parts
+                .iter()
+                .map(|(path, attempts)| {
+                    let mut part = serde_json::Map::new();
+                    part.insert("path".into(), json!(path));
+                    part.extend(decision(attempts));
+                    serde_json::Value::Object(part)
+                })
+                .collect();
+            explained.insert("parts".into(), json!(parts));
+        }
+        json_to_py(py, &serde_json::Value::Object(explained))
     }
 
     /// Serializes `obj` without a store: `(blobs, meta)`.
@@ -515,4 +522,21 @@ fn json_to_py(py: Python<'_>, json: &serde_json::Value) -> PyResult<Py<PyAny>> {
             dict.into_any().unbind()
         }
     })
+}
+
+/// What `explain` says of one dispatch: each candidate's answer, in the
+/// order dispatch asked, and the one that took the value (if any).
+fn decision(attempts: &[Attempt]) -> serde_json::Map<String, serde_json::Value> {
+    let candidates: Vec<serde_json::Value> = attempts
+        .iter()
+        .map(|a| json!({ "plugin": a.plugin, "priority": a.priority, "answer": a.answer.to_string() }))
+        .collect();
+    let winner = attempts
+        .iter()
+        .find(|a| a.answer == Answer::Accepted)
+        .map(|a| a.plugin.clone());
+    let mut out = serde_json::Map::new();
+    out.insert("candidates".into(), json!(candidates));
+    out.insert("winner".into(), json!(winner));
+    out
 }

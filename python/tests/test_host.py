@@ -294,6 +294,20 @@ def test_explain_lists_candidates_and_the_winner(make_config):
     }
 
 
+def test_explain_of_a_composite_decides_part_by_part(host):
+    checkpoint = {"weights": np.ones(3, dtype=np.float32), "table": pa.table({"x": [1]}), "step": 7}
+    explained = host.explain(checkpoint)
+    assert explained["subject"] == "a map value"
+    assert explained["winner"] == "composite"
+    parts = {part["path"]: part for part in explained["parts"]}
+    assert list(parts) == ["weights", "table"]
+    assert list(parts["weights"]) == ["path", "candidates", "winner"]
+    assert (parts["weights"]["winner"], parts["table"]["winner"]) == ("tensor", "arrow")
+    accepted = [c["plugin"] for c in parts["table"]["candidates"] if c["answer"] == "accepted"]
+    assert accepted[0] == "arrow"
+    assert "parts" not in host.explain({"step": 7})
+
+
 def test_serialize_and_deserialize_need_no_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     h = stowage.Host()
