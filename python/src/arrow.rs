@@ -1,6 +1,8 @@
 //! Arrow record batches between arrow-rs (what pyo3-arrow hands over from
 //! any `__arrow_c_stream__` object) and plugin-api's C Data structs (what
-//! the host dispatches), without copying a buffer.
+//! the host dispatches), without copying a buffer. The schema's metadata
+//! rides along as the batch struct's metadata, as the arrow plugin reads
+//! and writes it.
 //!
 //! Invariant: arrow-rs's `FFI_ArrowArray`/`FFI_ArrowSchema` and
 //! plugin-api's `ArrowArray`/`ArrowSchema` are the same `#[repr(C)]` C
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use arrow_array::{Array, RecordBatch, StructArray};
 use arrow_data::ffi::FFI_ArrowArray;
 use arrow_schema::ffi::FFI_ArrowSchema;
-use arrow_schema::{ArrowError, DataType, Schema, SchemaRef};
+use arrow_schema::{ArrowError, Schema, SchemaRef};
 use stowage_plugin_api::arrow::{ArrowArray, ArrowBatch, ArrowSchema};
 
 const _: () = assert!(std::mem::size_of::<FFI_ArrowArray>() == std::mem::size_of::<ArrowArray>());
@@ -24,8 +26,9 @@ pub fn to_host(batches: &[RecordBatch]) -> Result<Vec<ArrowBatch>, ArrowError> {
     batches
         .iter()
         .map(|batch| {
-            let fields = batch.schema().fields().clone();
-            let schema = FFI_ArrowSchema::try_from(DataType::Struct(fields))?;
+            // The schema's metadata (pandas' index and dtypes, a
+            // producer's own keys) travels as the struct's metadata.
+            let schema = FFI_ArrowSchema::try_from(batch.schema().as_ref())?;
             let array = FFI_ArrowArray::new(&StructArray::from(batch.clone()).into_data());
             let schema = ManuallyDrop::new(schema);
             let array = ManuallyDrop::new(array);
@@ -62,8 +65,8 @@ pub fn from_host(batches: Vec<ArrowBatch>) -> Result<(Vec<RecordBatch>, SchemaRe
         // SAFETY: the structs came from a plugin or host export, which the
         // ABI requires to be valid C Data Interface structs.
         let data = unsafe { arrow_array::ffi::from_ffi(ffi_array, &ffi_schema) }?;
+        let batch_schema = Arc::new(Schema::try_from(&ffi_schema)?);
         let array = StructArray::from(data);
-        let batch_schema = Arc::new(Schema::new(array.fields().clone()));
         let schema = schema.get_or_insert_with(|| Arc::clone(&batch_schema));
         let (_, columns, nulls) = array.into_parts();
         if nulls.is_some_and(|n| n.null_count() > 0) {

@@ -125,6 +125,24 @@ def test_empty_arrow_tables_keep_their_schema(host):
             assert loaded.schema.equals(table.schema), name
 
 
+def test_arrow_schema_and_field_metadata_survive_save_load_and_the_stored_file(host, make_config, tmp_path):
+    schema = pa.schema(
+        [pa.field("x", pa.int64(), metadata={"unit": "steps"}), ("s", pa.string())],
+        metadata={"origin": "stowage-test", "pandas": '{"index_columns": []}'},
+    )
+    table = pa.table({"x": [1, 2, 3], "s": ["a", None, "c"]}, schema=schema)
+    host.save("described", table)
+    for mapped in (False, True):
+        loaded = host.load("described", mapped=mapped)
+        assert loaded.schema.equals(table.schema, check_metadata=True), mapped
+        assert loaded.schema.metadata[b"origin"] == b"stowage-test"
+        assert loaded.equals(table)
+    out = tmp_path / "described.arrow"
+    cli(make_config(), "get", "described", "-o", str(out))
+    stored = pa.ipc.open_file(str(out)).read_all()
+    assert stored.schema.equals(table.schema, check_metadata=True)
+
+
 NUMPY_SCALARS = [
     (np.bool_(True), True),
     (np.int8(-3), -3),
